@@ -1,0 +1,304 @@
+"""The Dream architecture (what DiffuCoder uses): a Qwen2 transformer with full bidirectional attention.
+
+Pre-norm RMSNorm blocks, rotary position embeddings, grouped-query attention through
+``torch.nn.functional.scaled_dot_product_attention`` with q/k/v biases, a SwiGLU MLP, a final RMSNorm and an LM
+head (tied or untied). Parameter names are Qwen2's, so Qwen2 / Qwen2.5-Coder causal-LM weights load unchanged.
+
+The AR "shift" (reference.md section 1): a model adapted from an AR model keeps the convention that output i
+predicts token i+1, also when i+1 holds [MASK]. ``forward`` returns the raw logits (as the reference does);
+``token_logits`` returns them re-aligned so that ``logits[:, j]`` predicts ``x[:, j]`` whatever the config's
+``shift_logits`` says. Samplers, losses and estimators should use ``token_logits`` (position 0 then carries no
+prediction when shifting: keep it unmasked).
+
+Usage::
+
+    cfg = DreamConfig.preset("tiny", vocab_size=1000, mask_token_id=999)
+    model = DreamModel(cfg)
+    out = model(input_ids, attention_mask=None)   # out.logits: (B, L, V)
+    model.save_pretrained("ckpt");  DreamModel.from_pretrained("ckpt", torch_dtype=torch.bfloat16)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffucoder.model.config import DreamConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffucoder.tokenizer import DiffuTokenizer
+
+
+@dataclass
+class DreamOutput:
+    """What ``DreamModel.forward`` returns."""
+
+    logits: torch.Tensor  # (B, L, V), raw (shifted when config.shift_logits)
+    hidden_states: torch.Tensor | None = None  # (B, L, H) after the final norm, when asked for
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (B, L, head_dim) for integer ``position_ids`` (B, L); computed in fp32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32,
+                                             device=position_ids.device) / head_dim))  # (D/2,)
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, L, D/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (B, L, D)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, heads, L, D); cos/sin: (B, L, D)."""
+    cos, sin = cos[:, None], sin[:, None]
+    return x * cos + _rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DreamConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = cfg.dim_per_head
+        self.dropout = cfg.attention_dropout
+        h = cfg.hidden_size
+        self.q_proj = nn.Linear(h, self.n_heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
+        B, L, _ = x.shape
+        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, L, D)
+        k = self.k_proj(x).view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
+        v = self.v_proj(x).view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        if self.n_kv != self.n_heads:
+            rep = self.n_heads // self.n_kv
+            k = k.repeat_interleave(rep, dim=1)  # (B, Hq, L, D)
+            v = v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=False,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, Hq, L, D)
+        return self.o_proj(y.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: DreamConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DreamConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DreamBackbone(nn.Module):
+    """Embeddings, blocks and final norm (``model.*`` in checkpoints)."""
+
+    def __init__(self, cfg: DreamConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        B, L = input_ids.shape
+        attn_mask, default_pos = prepare_attention_mask(attention_mask, B, L)
+        if position_ids is None:
+            position_ids = default_pos if default_pos is not None else \
+                torch.arange(L, device=input_ids.device).expand(B, L)
+        x = self.embed_tokens(input_ids)  # (B, L, H)
+        cos, sin = rope_cos_sin(position_ids, self.config.dim_per_head, self.config.rope_theta, x.dtype)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, attn_mask)
+        return self.norm(x)
+
+
+def prepare_attention_mask(attention_mask: torch.Tensor | None, B: int, L: int
+                           ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Turn the accepted mask forms into an SDPA mask and default position ids.
+
+    - None: full bidirectional attention.
+    - 2-D (B, L) padding mask (1 = token, 0 = pad): keys that are padding are hidden from every query, and
+      positions count real tokens only (``cumsum(mask) - 1``), so a left-padded row sees exactly what it would
+      see unpadded. Pad queries still attend to the real keys (their outputs are never used), which keeps every
+      softmax row non-empty.
+    - 4-D boolean (B, 1, L, L), True = may attend (the reference's form), or a float additive mask. Query rows
+      with no allowed key are given their own position, so no row is all -inf (which would give NaN).
+    """
+    if attention_mask is None:
+        return None, None
+    if attention_mask.dim() == 2:
+        if attention_mask.shape != (B, L):
+            raise ValueError(f"attention_mask of shape {tuple(attention_mask.shape)} does not match "
+                             f"input_ids of shape {(B, L)}")
+        keep = attention_mask.bool()
+        pos = (keep.long().cumsum(-1) - 1).clamp_min(0)
+        if bool(keep.all()):
+            return None, pos
+        return keep[:, None, None, :], pos  # (B, 1, 1, L)
+    if attention_mask.dim() == 4:
+        if attention_mask.shape[-2:] != (L, L) or attention_mask.shape[0] not in (1, B):
+            raise ValueError(f"4-D attention_mask must be (B, 1, L, L) = {(B, 1, L, L)}, got "
+                             f"{tuple(attention_mask.shape)}")
+        if attention_mask.dtype == torch.bool:
+            empty = ~attention_mask.any(-1, keepdim=True)  # (B, 1, L, 1)
+            if bool(empty.any()):
+                eye = torch.eye(L, dtype=torch.bool, device=attention_mask.device)
+                attention_mask = attention_mask | (empty & eye)
+        return attention_mask, None
+    raise ValueError(f"attention_mask must be None, 2-D (B, L) or 4-D (B, 1, L, L); got {attention_mask.dim()}-D")
+
+
+class DreamModel(nn.Module):
+    """Dream / DiffuCoder masked diffusion LM. See the module docstring."""
+
+    def __init__(self, config: DreamConfig, init_weights: bool = True) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.model = DreamBackbone(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        if init_weights:
+            self.init_weights()
+
+    # -- weights ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                if m.weight.device.type == "meta":
+                    continue
+                m.weight.normal_(0.0, std, generator=generator)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, RMSNorm) and m.weight.device.type != "meta":
+                m.weight.fill_(1.0)
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        seen: set[int] = set()
+        n = 0
+        for name, p in self.named_parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if exclude_embeddings and ("embed_tokens" in name or "lm_head" in name):
+                continue
+            n += p.numel()
+        return n
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    # -- forward ------------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> DreamOutput:
+        """Raw logits (B, L, V); output i predicts token i+1 when ``config.shift_logits``."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be 2-D (B, L), got shape {tuple(input_ids.shape)}")
+        h = self.model(input_ids, attention_mask, position_ids)  # (B, L, H)
+        logits = self.lm_head(h)  # (B, L, V)
+        return DreamOutput(logits=logits, hidden_states=h if output_hidden_states else None)
+
+    def token_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits re-aligned so that ``out[:, j]`` predicts ``input_ids[:, j]`` (B, L, V)."""
+        return align_logits(self(input_ids, attention_mask, position_ids).logits, self.config.shift_logits)
+
+    # -- decoding (implemented in diffucoder.sampling) ------------------------------------------------------
+    def diffusion_generate(self, inputs: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """Dream's ``diffusion_generate``; see :func:`diffucoder.sampling.diffusion_generate`."""
+        from diffucoder.sampling import diffusion_generate
+
+        return diffusion_generate(self, inputs, **kwargs)
+
+    # -- checkpoints (implemented in diffucoder.model.checkpoint) ------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, torch_dtype: torch.dtype | str | None = "auto",
+                        device: str | torch.device = "cpu", mask_token_id: int | None = None) -> "DreamModel":
+        """Load a Dream/DiffuCoder folder (or initialise from a Qwen2 causal-LM folder)."""
+        from diffucoder.model.checkpoint import load_pretrained
+
+        return load_pretrained(cls, path, torch_dtype=torch_dtype, device=device, mask_token_id=mask_token_id)
+
+    @classmethod
+    def from_qwen2(cls, path: str | Path, mask_token_id: int | None = None,
+                   torch_dtype: torch.dtype | str | None = "auto") -> "DreamModel":
+        """Initialise from a Qwen2 / Qwen2.5-Coder causal-LM folder (how DiffuCoder was made)."""
+        return cls.from_pretrained(path, torch_dtype=torch_dtype, mask_token_id=mask_token_id)
+
+    def save_pretrained(self, path: str | Path, tokenizer: "DiffuTokenizer | None" = None,
+                        max_shard_size: int | str = "5GB", generation_config: dict | None = None) -> Path:
+        """Write an HF-layout folder atomically (sharded above ``max_shard_size``)."""
+        from diffucoder.model.checkpoint import save_pretrained
+
+        return save_pretrained(self, path, tokenizer=tokenizer, max_shard_size=max_shard_size,
+                               generation_config=generation_config)
+
+
+def align_logits(logits: torch.Tensor, shift: bool) -> torch.Tensor:
+    """Undo the AR shift: ``cat([logits[:, :1], logits[:, :-1]])`` so that index j predicts token j."""
+    if not shift:
+        return logits
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
