@@ -1,0 +1,1 @@
+"""Corpora and datasets: the embedded standard-library corpus, packing, SFT data."""
