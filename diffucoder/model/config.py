@@ -146,6 +146,12 @@ class DreamConfig:
                 f"{source}: model_type {mt!r} is not supported (expected one of {list(SUPPORTED_MODEL_TYPES)}; "
                 f"a {list(INIT_MODEL_TYPES)} causal-LM folder can initialise a model via DreamModel.from_qwen2)"
             )
+        rp = d.get("rope_parameters")
+        if isinstance(rp, dict) and "rope_theta" not in d:
+            # transformers >= 5 writes RoPE settings as rope_parameters = {rope_theta, rope_type}
+            if rp.get("rope_type", "default") != "default":
+                raise ConfigError(f"{source}: rope_type {rp.get('rope_type')!r} is not supported (only 'default')")
+            d["rope_theta"] = rp.get("rope_theta", 10000.0)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
@@ -166,7 +172,8 @@ class DreamConfig:
         d.pop("auto_map", None)
         d["model_type"] = "Dream"
         d["mask_token_id"] = mask_token_id
-        d.setdefault("rope_theta", 10000.0)
+        if "rope_theta" not in d and not isinstance(d.get("rope_parameters"), dict):
+            d["rope_theta"] = 10000.0
         d.setdefault("tie_word_embeddings", False)
         return cls.from_dict(d, source=source)
 
@@ -186,8 +193,20 @@ class DreamConfig:
 
     # -- presets -------------------------------------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, vocab_size: int, **overrides: Any) -> "DreamConfig":
-        """Small shapes for CPU work. ``name``: "tiny" (~0.2M + embeddings, for tests), "5m", "20m"."""
+    def preset(cls, name: str, vocab_size: int | None = None, tokenizer: Any = None,
+               **overrides: Any) -> "DreamConfig":
+        """Small shapes for CPU work. ``name``: "tiny" (~0.2M + embeddings, for tests), "5m", "20m".
+
+        Give ``tokenizer`` (a DiffuTokenizer) to take the vocabulary size and the mask / eos / pad / bos ids
+        from it by name; otherwise give ``vocab_size`` (and ids as overrides)."""
+        if tokenizer is not None:
+            ids = dict(vocab_size=tokenizer.vocab_size, mask_token_id=tokenizer.mask_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id)
+            overrides = {**ids, **overrides}
+            vocab_size = overrides.pop("vocab_size")
+        if vocab_size is None:
+            raise ConfigError("preset() needs vocab_size or tokenizer")
         presets = {
             "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2),
