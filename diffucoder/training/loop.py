@@ -1,0 +1,612 @@
+"""The training loop: masked-diffusion pretraining, AR adaptation and SFT, on one CPU or under torchrun.
+
+``train(config) -> TrainResult`` builds the tokenizer, data and model from a :class:`TrainConfig`, then runs
+AdamW (linear warm-up + cosine) with gradient accumulation and clipping, optional bf16 autocast, a held-out ELBO
+evaluation every N steps, a progress bar and a ``metrics.jsonl`` log, atomic checkpoints, exact resume, and the
+final model as an HF-layout folder with its tokenizer (``RUN/final``). The same function runs inside each process
+of ``torchrun --nproc_per_node=N`` (DDP, or FSDP2 with ``runtime.fsdp``).
+
+Loss normalisation over a split batch: each micro-batch contributes ``sum(CE / t) / D`` where ``D`` is the
+masked-token (or maskable-position) count of the whole global batch, summed over ranks before the backward
+passes; DDP's gradient averaging is undone by a factor ``world_size``. So the update equals the one computed on
+the unsplit global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffucoder.diffusion.losses import model_loss_sums
+from diffucoder.model import DreamConfig, DreamModel
+from diffucoder.model.modeling import DecoderLayer
+from diffucoder.training import distributed as D
+from diffucoder.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from diffucoder.training.config import ConfigError, TrainConfig, dump_config
+from diffucoder.training.data import (BatchOrder, NoisedRows, PackedRows, RowDataset, SFTRows,
+                                      condition_probability, generator, lr_lambda, noise_rows, seed_for, step_t)
+
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or time-limited) run produced."""
+
+    run_dir: Path
+    final_path: Path | None  # RUN/final: model + tokenizer (None on ranks other than 0)
+    steps: int  # optimizer steps done
+    tokens_seen: int  # tokens in the training batches (all ranks)
+    final_loss: float | None  # training loss of the last logged step
+    eval: dict[str, float] = field(default_factory=dict)  # the last held-out evaluation
+    eval_history: list[dict[str, float]] = field(default_factory=list)
+    unigram_baseline: float | None = None  # held-out masked-token CE of the training unigram model (nats)
+    elapsed_s: float = 0.0
+    resumed_from: int | None = None  # step of the checkpoint the run resumed from
+
+
+class DiffusionObjective(nn.Module):
+    """Wraps the model so DDP/FSDP see one forward: returns (sum CE/t, sum CE, #masked, #maskable)."""
+
+    def __init__(self, model: DreamModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xt: torch.Tensor, x0: torch.Tensor, is_masked: torch.Tensor, t: torch.Tensor,
+                maskable: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        s = model_loss_sums(self.model, xt, x0, is_masked, t, maskable, attention_mask)
+        return s.weighted_ce, s.ce, s.n_masked, s.n_maskable
+
+
+# ------------------------------------------------------------------------------------------------------------
+# building blocks
+# ------------------------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train: RowDataset
+    heldout: RowDataset | None
+    vocab_log_probs: torch.Tensor | None  # unigram log-probs from the training rows (V,)
+    description: dict[str, Any]
+
+
+def build_tokenizer(cfg: TrainConfig, run_dir: Path, info: D.DistInfo, texts_for_training: Any = None):
+    """The run's tokenizer, saved once as RUN/tokenizer so that a resume uses exactly the same one."""
+    from diffucoder.model import atomic_directory
+    from diffucoder.tokenizer import load_tokenizer, train_tokenizer
+
+    saved = run_dir / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return load_tokenizer(saved)
+    if info.is_main:
+        if cfg.tokenizer.path is not None:
+            tok = load_tokenizer(cfg.tokenizer.path, require_mask=False)
+        elif cfg.model.init_from is not None and (Path(cfg.model.init_from) / "tokenizer.json").is_file():
+            tok = load_tokenizer(cfg.model.init_from, require_mask=False)
+        elif cfg.model.init_from is not None:
+            raise ConfigError(f"{cfg.model.init_from}: has no tokenizer.json; set tokenizer.path")
+        else:
+            texts = texts_for_training() if callable(texts_for_training) else texts_for_training
+
+            def limited():
+                n = 0
+                for t in texts:
+                    if n >= cfg.tokenizer.train_max_bytes:
+                        return
+                    n += len(t)
+                    yield t
+
+            tok = train_tokenizer(limited(), vocab_size=cfg.tokenizer.vocab_size)
+        with atomic_directory(saved) as tmp:
+            tok.save_pretrained(tmp)
+    D.barrier(info)
+    return load_tokenizer(saved)
+
+
+def _data_fingerprint(cfg: TrainConfig, tok_vocab: int, extra: Sequence[str], sft_records: Sequence[Any]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps([cfg.task, cfg.data.__dict__, cfg.sft.__dict__, tok_vocab], sort_keys=True,
+                        default=str).encode())
+    for t in extra:
+        h.update(t.encode("utf-8", errors="replace"))
+    for r in sft_records:
+        h.update(json.dumps(r, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_texts: Sequence[str] = (),
+               sft_records: Sequence[Any] = ()) -> Data:
+    """Tokenised data, built once by rank 0 and cached as RUN/data.pt (a resume reuses it)."""
+    cache = run_dir / "data.pt"
+    fp = _data_fingerprint(cfg, tok.vocab_size, extra_texts, sft_records)
+    if info.is_main:
+        ok = cache.is_file() and torch.load(cache, weights_only=False).get("fingerprint") == fp
+        if not ok:
+            payload = (_build_sft_payload if cfg.task == "sft" else _build_text_payload)(
+                cfg, tok, extra_texts, sft_records)
+            payload["fingerprint"] = fp
+            tmp = cache.with_suffix(f".tmp-{os.getpid()}")
+            torch.save(payload, tmp)
+            os.replace(tmp, cache)
+    D.barrier(info)
+    payload = torch.load(cache, weights_only=False)
+    vocab = max(tok.vocab_size, 1)
+    if cfg.task == "sft":
+        from diffucoder.data.sft import SFTExample
+
+        def rows(exs):
+            return SFTRows([SFTExample(*e) for e in exs], cfg.sft.max_length, tok.pad_token_id, cfg.sft.padding)
+
+        train = rows(payload["train"])
+        held = rows(payload["heldout"]) if payload["heldout"] else None
+        flat = torch.tensor([i for e in payload["train"] for i in e[1]], dtype=torch.long)
+    else:
+        train = PackedRows(payload["train"])
+        held = PackedRows(payload["heldout"]) if payload["heldout"] is not None else None
+        flat = payload["train"]
+    from diffucoder.data.packing import unigram_log_probs
+
+    return Data(train, held, unigram_log_probs(flat, vocab), payload["description"])
+
+
+def _build_text_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_records: Sequence[Any]) -> dict:
+    from diffucoder.data.packing import load_texts, pack_documents, split_heldout
+
+    texts = load_texts(cfg.data.corpus, list(cfg.data.extra_texts) + list(extra_texts), cfg.data.max_documents)
+    train_docs, held_docs = split_heldout(texts, cfg.data.heldout_fraction)
+    sep = tok.eos_token_id if cfg.data.separator == "eos" else None
+    train = pack_documents(tok.encode_batch(train_docs), cfg.data.seq_len, sep)
+    held = None
+    if held_docs:
+        try:
+            held = pack_documents(tok.encode_batch(held_docs), cfg.data.seq_len, sep)
+        except ValueError:
+            held = None
+    desc = {"documents": len(texts), "train_documents": len(train_docs), "heldout_documents": len(held_docs),
+            "train_rows": int(train.shape[0]), "heldout_rows": int(held.shape[0]) if held is not None else 0,
+            "train_tokens": int(train.numel()), "seq_len": cfg.data.seq_len}
+    return {"train": train, "heldout": held, "description": desc}
+
+
+def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_records: Sequence[Any]) -> dict:
+    from diffucoder.data.packing import is_heldout
+    from diffucoder.data.sft import encode_examples, fits, parse_record, read_sft_jsonl
+
+    records = []
+    for f in cfg.sft.files:
+        records.extend(read_sft_jsonl(f))
+    records.extend(parse_record(r, f"sft_records[{i}]") for i, r in enumerate(sft_records))
+    if cfg.sft.synthetic_tasks > 0:
+        records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed))
+    examples = encode_examples(records, tok, system_prompt=cfg.sft.system_prompt)
+    kept = [(r, e) for r, e in zip(records, examples) if fits(e, cfg.sft.max_length)]
+    dropped = len(examples) - len(kept)
+    if not kept:
+        raise ValueError(f"none of the {len(examples)} SFT examples fits sft.max_length={cfg.sft.max_length}")
+    train, held = [], []
+    for r, e in kept:
+        key = json.dumps([r.prompt_messages, r.answer])
+        (held if is_heldout(key, cfg.sft.heldout_fraction) else train).append((e.prompt_ids, e.answer_ids))
+    if not train:
+        train, held = held, []
+    desc = {"examples": len(records), "dropped_too_long": dropped, "train_examples": len(train),
+            "heldout_examples": len(held), "max_length": cfg.sft.max_length, "padding": cfg.sft.padding}
+    return {"train": train, "heldout": held, "description": desc}
+
+
+def _synthetic_records(n: int, seed: int) -> list:
+    """``n`` synthetic programming tasks as SFT records (diffucoder.tasks: generate + to_sft_record)."""
+    from diffucoder.data.sft import parse_record
+
+    try:
+        import diffucoder.tasks as tasks
+    except ImportError as e:  # pragma: no cover - depends on the tasks package
+        raise ConfigError(f"sft.synthetic_tasks needs diffucoder.tasks ({e})") from None
+    gen = getattr(tasks, "generate_tasks", None)
+    to_rec = getattr(tasks, "to_sft_record", None)
+    if gen is None or to_rec is None:
+        raise ConfigError("sft.synthetic_tasks needs diffucoder.tasks.generate_tasks and to_sft_record")
+    return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, seed=seed))]
+
+
+def build_model(cfg: TrainConfig, tok, device: torch.device) -> DreamModel:
+    """A fresh model from a preset (initialised from the run's seed) or the ``init_from`` folder."""
+    if cfg.model.init_from is not None:
+        model = DreamModel.from_pretrained(cfg.model.init_from, torch_dtype=torch.float32,
+                                           mask_token_id=tok.mask_token_id)
+        if model.config.vocab_size < tok.vocab_size:
+            raise ConfigError(f"{cfg.model.init_from}: vocab_size {model.config.vocab_size} is smaller than the "
+                              f"tokenizer's {tok.vocab_size}")
+        for k, v in cfg.model.overrides.items():
+            setattr(model.config, k, v)
+        model.train()
+    else:
+        overrides = dict(mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                         shift_logits=cfg.model.shift_logits, max_position_embeddings=max(
+                             2048, cfg.data.seq_len, cfg.sft.max_length))
+        overrides.update(cfg.model.overrides)
+        mcfg = DreamConfig.preset(cfg.model.preset, vocab_size=tok.vocab_size, **overrides)
+        with torch.device("meta"):
+            model = DreamModel(mcfg, init_weights=False)
+        model.to_empty(device="cpu")
+        model.init_weights(generator=generator(cfg.seed, "init"))
+    model.model.gradient_checkpointing = cfg.model.gradient_checkpointing
+    return model.to(device)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices (linear and embedding weights), not norms or biases."""
+    decay, no_decay, seen = [], [], set()
+    for _, p in model.named_parameters():
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(objective: nn.Module, data: Data, cfg: TrainConfig, model_cfg: DreamConfig, info: D.DistInfo,
+             autocast: Any) -> dict[str, float]:
+    """Held-out ELBO with fixed rows and noise (comparable across evaluations); sums reduced over ranks.
+
+    Returns ``elbo_per_token`` (sum of CE/t over maskable positions: the negative ELBO per token, an upper bound
+    on the NLL, nats), ``masked_ce`` (plain CE per masked token) and ``unigram_masked_ce`` (the unigram model's
+    CE on the same masked tokens: the baseline).
+    """
+    held = data.heldout
+    if held is None or len(held) == 0:
+        return {}
+    n = min(cfg.eval.num_sequences, len(held))
+    idx_all = list(range(n))
+    t_all = torch.linspace(cfg.diffusion.eps, 1.0, n + 2)[1:-1]  # deterministic, evenly spread t
+    mine = idx_all[info.rank::info.world_size]
+    sums = torch.zeros(5, dtype=torch.float64)  # wce, ce, n_masked, n_maskable, unigram ce
+    was_training = objective.training
+    objective.eval()
+    length = held.row_length(idx_all)
+    for start in range(0, max(len(mine), 1), cfg.eval.batch_size):
+        chunk = mine[start:start + cfg.eval.batch_size]
+        if not chunk:  # keep collectives in step on ranks with no rows (FSDP)
+            chunk, weight = idx_all[:1], 0.0
+        else:
+            weight = 1.0
+        x0, prompt_len = held.rows(chunk, length)
+        rows = noise_rows(x0, prompt_len, t_all[chunk], [(cfg.seed, "eval", i) for i in chunk],
+                          mask_token_id=model_cfg.mask_token_id, pad_token_id=model_cfg.pad_token_id or 0,
+                          shift=model_cfg.shift_logits, diff=_eval_diffusion(cfg), step=0).to(info.device)
+        with autocast():
+            wce, ce, nm, nk = objective(rows.xt, rows.x0, rows.is_masked, rows.t, rows.maskable,
+                                        rows.attention_mask)
+        uni = -data.vocab_log_probs[rows.x0[rows.is_masked].cpu()].double().sum()
+        sums += weight * torch.stack([wce.double().cpu(), ce.double().cpu(), nm.double().cpu(),
+                                      nk.double().cpu(), uni])
+    objective.train(was_training)
+    sums = D.all_reduce_sum(sums.to(info.device) if info.device.type == "cuda" else sums, info).cpu()
+    wce, ce, nm, nk, uni = sums.tolist()
+    return {"elbo_per_token": wce / max(nk, 1), "masked_ce": ce / max(nm, 1),
+            "unigram_masked_ce": uni / max(nm, 1), "masked_tokens": nm}
+
+
+def _eval_diffusion(cfg: TrainConfig):
+    from dataclasses import replace
+
+    # held-out ELBO of the bidirectional model: no truncation, prefix or annealing
+    return replace(cfg.diffusion, anneal_steps=0, random_truncation_prob=0.0, clean_prefix_prob=0.0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------------------------
+class _Metrics:
+    def __init__(self, path: Path, active: bool, resume_step: int | None, tensorboard: bool) -> None:
+        self.path, self.active = path, active
+        self.tb = None
+        if not active:
+            return
+        if resume_step is not None and path.is_file():  # drop lines from after the checkpoint
+            keep = [ln for ln in path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in keep))
+        elif resume_step is None and path.exists():
+            path.unlink()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ConfigError(f"logging.tensorboard needs the tensorboard package ({e})") from None
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _full_model(objective: nn.Module, info: D.DistInfo, fsdp: bool) -> DreamModel | None:
+    """The unwrapped model with full weights on rank 0 (gathered under FSDP); None elsewhere under FSDP."""
+    inner = objective.module if hasattr(objective, "module") and not fsdp else objective
+    model = inner.model
+    if not (fsdp and info.distributed):
+        return model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not info.is_main:
+        return None
+    with torch.device("meta"):
+        copy = DreamModel(model.config, init_weights=False)
+    copy.load_state_dict(state, assign=True)
+    copy.tie_weights()
+    return copy
+
+
+def _optimizer_state(optimizer, objective, info: D.DistInfo, fsdp: bool) -> dict | None:
+    if fsdp and info.distributed:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(objective.model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return optimizer.state_dict()
+
+
+def _load_optimizer_state(optimizer, objective, state: dict, info: D.DistInfo, fsdp: bool) -> None:
+    if fsdp and info.distributed:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(objective.model, optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[str] = (),
+          sft_records: Sequence[dict] = ()) -> TrainResult:
+    """Run (or resume) the training described by ``config``; see the module docstring.
+
+    ``tokenizer``: a :class:`~diffucoder.tokenizer.DiffuTokenizer` to use instead of the configured one;
+    ``extra_texts``: more pretraining documents (e.g. synthetic-task solutions) appended to ``data.corpus``;
+    ``sft_records``: more SFT examples as dicts (``messages`` or ``prompt``/``completion``).
+    """
+    cfg = config
+    cfg.validate()
+    t_start = time.time()
+    info = D.init_distributed(cfg.runtime.device)
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    elif info.local_world_size > 1 and info.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
+    run_dir = Path(cfg.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- resume decision --------------------------------------------------------------------------------------
+    if cfg.resume == "auto":
+        ckpt_path = latest_checkpoint(run_dir)
+    elif cfg.resume == "never":
+        if list_checkpoints(run_dir):
+            raise ConfigError(f"{run_dir}: holds checkpoints but resume is 'never'; choose another run_dir or "
+                              f"resume=auto")
+        ckpt_path = None
+    else:
+        ckpt_path = Path(cfg.resume)
+        if not ckpt_path.is_dir():
+            raise ConfigError(f"resume: {ckpt_path} is not a checkpoint folder")
+    if info.is_main:
+        dump_config(cfg, run_dir / "config.yaml")
+
+    # -- tokenizer, data, model ------------------------------------------------------------------------------
+    if tokenizer is not None and info.is_main and not (run_dir / "tokenizer" / "tokenizer.json").is_file():
+        from diffucoder.model import atomic_directory
+
+        with atomic_directory(run_dir / "tokenizer") as tmp:
+            tokenizer.save_pretrained(tmp)
+
+    def corpus_texts():
+        from diffucoder.data.packing import load_texts
+
+        return load_texts(cfg.data.corpus, list(cfg.data.extra_texts) + list(extra_texts), cfg.data.max_documents)
+
+    tok = build_tokenizer(cfg, run_dir, info, corpus_texts)
+    data = build_data(cfg, tok, run_dir, info, extra_texts, sft_records)
+    model = build_model(cfg, tok, info.device)
+    mcfg = model.config
+    if mcfg.mask_token_id is None:
+        raise ConfigError("the model has no mask_token_id")
+    pad_id = tok.pad_token_id
+
+    loaded = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if loaded is not None:
+        model.load_state_dict({k: v.to(info.device) for k, v in loaded.model_state.items()}, strict=False)
+        model.tie_weights()
+    if cfg.runtime.compile:
+        model.model.forward = torch.compile(model.model.forward)  # type: ignore[method-assign]
+    objective = D.wrap(DiffusionObjective(model), info, cfg.runtime.fsdp, (DecoderLayer,))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                  betas=tuple(cfg.optim.betas), eps=cfg.optim.adam_eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.optim.steps, cfg.optim.min_lr_ratio))
+    start_step, tokens_seen = 0, 0
+    if loaded is not None:
+        _load_optimizer_state(optimizer, objective, loaded.trainer_state["optimizer"], info, cfg.runtime.fsdp)
+        scheduler.load_state_dict(loaded.trainer_state["scheduler"])
+        start_step = loaded.step
+        tokens_seen = int(loaded.trainer_state.get("tokens_seen", 0))
+    del loaded
+
+    o = cfg.optim
+    per_rank = o.global_batch_size // info.world_size
+    if o.global_batch_size % info.world_size or per_rank % o.micro_batch_size:
+        raise ConfigError(f"optim.global_batch_size ({o.global_batch_size}) must split into {info.world_size} "
+                          f"rank(s) x micro-batches of {o.micro_batch_size}")
+    order = BatchOrder(len(data.train), o.global_batch_size, cfg.seed)
+    use_bf16 = cfg.runtime.precision == "bf16"
+
+    def autocast():
+        return torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    metrics = _Metrics(run_dir / METRICS, info.is_main, start_step if ckpt_path else None, cfg.logging.tensorboard)
+    unigram = None
+    if info.is_main and ckpt_path is not None:
+        metrics.write({"step": start_step, "event": "resume", "checkpoint": str(ckpt_path)})
+    if info.is_main and start_step == 0:
+        metrics.write({"step": 0, "event": "start", "params": model.num_parameters(),
+                       "non_embedding_params": model.num_parameters(exclude_embeddings=True),
+                       "world_size": info.world_size, **{f"data/{k}": v for k, v in data.description.items()}})
+
+    def run_eval(step: int) -> dict[str, float]:
+        ev = evaluate(objective, data, cfg, mcfg, info, autocast)
+        if ev:
+            metrics.write({"step": step, **{f"eval/{k}": v for k, v in ev.items()}})
+        return ev
+
+    bar = None
+    if info.is_main and cfg.logging.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=o.steps, initial=start_step, desc=f"{cfg.task} {run_dir.name}", unit="step",
+                   dynamic_ncols=True)
+    last_loss: float | None = None
+    eval_history: list[dict[str, float]] = []
+    last_eval: dict[str, float] = {}
+    window_tokens, window_t0 = 0, time.time()
+    loss_acc = torch.zeros(4, dtype=torch.float64)  # wce, ce, n_masked, denominator over the logging window
+    step = start_step
+    objective.train()
+    try:
+        while step < o.steps:
+            if o.max_minutes is not None:
+                stop = torch.tensor([float(time.time() - t_start > 60 * o.max_minutes)])
+                if float(D.all_reduce_sum(stop.to(info.device), info).sum()) > 0:
+                    break
+            # ---- build this rank's micro-batches of the global batch ----
+            gidx = order.indices(step)
+            length = data.train.row_length(gidx)
+            t_glob = step_t(cfg.seed, step, o.global_batch_size, cfg.diffusion)
+            cond_p = condition_probability(step, cfg.sft.progressive_condition_steps) if cfg.task == "sft" else 1.0
+            lo = info.rank * per_rank
+            micro: list[NoisedRows] = []
+            for m0 in range(lo, lo + per_rank, o.micro_batch_size):
+                pos = list(range(m0, m0 + o.micro_batch_size))
+                x0, prompt_len = data.train.rows([gidx[p] for p in pos], length)
+                micro.append(noise_rows(
+                    x0, prompt_len, t_glob[pos], [(cfg.seed, "row", step, p) for p in pos],
+                    mask_token_id=mcfg.mask_token_id, pad_token_id=pad_id, shift=mcfg.shift_logits,
+                    diff=cfg.diffusion, step=step, condition_prob=cond_p).to(info.device))
+            counts = torch.tensor([sum(int(r.is_masked.sum()) for r in micro),
+                                   sum(int(r.maskable.sum()) for r in micro)], dtype=torch.float64)
+            counts = D.all_reduce_sum(counts.to(info.device), info).cpu()
+            denom = float(counts[0] if cfg.diffusion.normalization == "masked_tokens" else counts[1])
+            denom = max(denom, 1.0)
+            # ---- forward / backward ----
+            wce_sum = torch.zeros((), dtype=torch.float64)
+            ce_sum = torch.zeros((), dtype=torch.float64)
+            for i, r in enumerate(micro):
+                sync = i == len(micro) - 1
+                ctx = objective.no_sync() if (not sync and isinstance(objective, nn.parallel.DistributedDataParallel)) \
+                    else contextlib.nullcontext()
+                if cfg.runtime.fsdp and info.distributed:
+                    objective.set_requires_gradient_sync(sync)
+                with ctx:
+                    with autocast():
+                        wce, ce, _, _ = objective(r.xt, r.x0, r.is_masked, r.t, r.maskable, r.attention_mask)
+                    (wce * (info.world_size / denom)).backward()
+                wce_sum += wce.detach().double().cpu()
+                ce_sum += ce.double().cpu()
+            grad_norm = None
+            if o.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            step_tokens = o.global_batch_size * length
+            tokens_seen += step_tokens
+            window_tokens += step_tokens
+            loss_acc += torch.stack([wce_sum, ce_sum, counts[0], torch.tensor(denom, dtype=torch.float64)])
+            # ---- logging ----
+            if step % cfg.logging.every == 0 or step == o.steps:
+                red = D.all_reduce_sum(loss_acc[:2].to(info.device), info).cpu()
+                loss = float(red[0] / loss_acc[3])
+                mce = float(red[1] / max(float(loss_acc[2]), 1.0))
+                dt = max(time.time() - window_t0, 1e-9)
+                last_loss = loss
+                row = {"step": step, "loss": loss, "masked_ce": mce, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": grad_norm, "tokens_per_s": window_tokens / dt, "tokens_seen": tokens_seen,
+                       "epoch": order.epoch(step), "elapsed_s": time.time() - t_start}
+                metrics.write(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{window_tokens / dt:.0f}")
+                loss_acc.zero_()
+                window_tokens, window_t0 = 0, time.time()
+            if bar is not None:
+                bar.update(1)
+            if cfg.eval.every and step % cfg.eval.every == 0 and step != o.steps:
+                last_eval = run_eval(step)
+                if last_eval:
+                    eval_history.append({"step": step, **last_eval})
+                    if bar is not None:
+                        bar.write(f"step {step}: held-out masked CE {last_eval['masked_ce']:.3f} "
+                                  f"(unigram {last_eval['unigram_masked_ce']:.3f}), "
+                                  f"ELBO/token {last_eval['elbo_per_token']:.3f}")
+                window_t0 = time.time()
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != o.steps:
+                _save(run_dir, step, objective, optimizer, scheduler, info, cfg, tokens_seen)
+                window_t0 = time.time()
+        # ---- end of run ----
+        last_eval = run_eval(step) or last_eval
+        if last_eval:
+            eval_history.append({"step": step, **last_eval})
+            unigram = last_eval["unigram_masked_ce"]
+        final_model = _full_model(objective, info, cfg.runtime.fsdp)
+        final_path = None
+        if info.is_main:
+            final_path = run_dir / "final"
+            final_model.save_pretrained(final_path, tokenizer=tok)
+            metrics.write({"step": step, "event": "end", "elapsed_s": time.time() - t_start,
+                           "tokens_seen": tokens_seen, "final": str(final_path)})
+        D.barrier(info)
+    finally:
+        if bar is not None:
+            bar.close()
+        metrics.close()
+    return TrainResult(run_dir=run_dir, final_path=final_path, steps=step, tokens_seen=tokens_seen,
+                       final_loss=last_loss, eval=last_eval, eval_history=eval_history, unigram_baseline=unigram,
+                       elapsed_s=time.time() - t_start,
+                       resumed_from=start_step if ckpt_path is not None else None)
+
+
+def _save(run_dir: Path, step: int, objective: nn.Module, optimizer, scheduler, info: D.DistInfo,
+          cfg: TrainConfig, tokens_seen: int) -> None:
+    model = _full_model(objective, info, cfg.runtime.fsdp)
+    opt_state = _optimizer_state(optimizer, objective, info, cfg.runtime.fsdp)
+    if info.is_main:
+        save_checkpoint(run_dir, step, model, {"optimizer": opt_state, "scheduler": scheduler.state_dict(),
+                                               "tokens_seen": tokens_seen, "seed": cfg.seed,
+                                               "world_size": info.world_size}, cfg.checkpoint.keep_last)
+    D.barrier(info)
