@@ -1,0 +1,241 @@
+"""``GRPOConfig``: the configuration of a coupled-GRPO run, loaded from YAML with ``key=value`` overrides.
+
+Names follow TRL's ``GRPOConfig`` where they overlap (``num_generations``, ``beta``, ``epsilon``,
+``num_iterations``, ``max_completion_length``, ``temperature``, ``learning_rate``, ``sync_ref_model``...);
+the diffusion-specific fields (``estimator``, ``diffusion_steps``...) follow DiffuCoder's recipe. Defaults are
+DiffuCoder's released hyper-parameters except where a CPU run needs something else (noted per field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffucoder.diffusion.estimators import ESTIMATORS, EstimatorConfig
+
+
+class RLConfigError(ValueError):
+    """A config value that cannot describe a GRPO run."""
+
+
+@dataclass
+class GRPOConfig:
+    """All knobs of :func:`diffucoder.rl.train_grpo`."""
+
+    # -- model and data ----------------------------------------------------------------------------------
+    model_name_or_path: str = ""
+    """Checkpoint folder (Dream layout, with tokenizer.json) of the policy to train (e.g. the SFT model)."""
+    dataset_path: str = ""
+    """jsonl with one prompt per line (``diffucoder.tasks.to_rl_record`` rows): ``prompt`` (the user message) or
+    ``question``, and ``test_cases`` (list of assert strings). Rows without tests are skipped and counted."""
+    chat_template: bool = True
+    """Wrap the user message in the tokenizer's chat template (False: use it verbatim as the prompt)."""
+    output_dir: str = "runs/rl"
+    """Logs (``log.jsonl``), checkpoints (``checkpoint-N``) and the final model (``final``)."""
+    system_prompt: str | None = None
+    """System turn of the chat template (None: the tokenizer's default)."""
+    max_prompt_length: int = 512
+    """Prompts longer than this (in tokens) are skipped and counted."""
+    torch_dtype: str = "float32"
+    """Dtype the policy is trained in ("float32", "bfloat16")."""
+    device: str = "auto"
+    """"auto" (cuda:LOCAL_RANK when available, else cpu), "cpu" or "cuda"."""
+
+    # -- GRPO ----------------------------------------------------------------------------------------------
+    num_generations: int = 10
+    """G: completions per prompt (>= 2)."""
+    per_device_train_batch_size: int = 10
+    """Completions per rank per optimizer step (a multiple of G: each rank holds whole groups and scores its
+    own rollouts)."""
+    max_steps: int = 100
+    """Optimizer steps, as in TRL: a fresh rollout batch every ``num_iterations`` steps, each step one update
+    on it."""
+    num_iterations: int = 2
+    """mu: updates per rollout batch, re-using the same masks (DiffuCoder: 2)."""
+    beta: float = 0.01
+    """Weight of the k3 KL to the reference model (0 disables the reference model)."""
+    epsilon: float = 0.5
+    """Clipping range of the ratio (DiffuCoder: 0.5)."""
+    epsilon_high: float | None = None
+    """Upper clipping range (None: ``epsilon``)."""
+    advantage_baseline: str = "loo"
+    """"loo" (leave-one-out, DiffuCoder) or "mean" (TRL's)."""
+    scale_rewards: bool = False
+    """Divide advantages by the group's reward std (TRL default True; DiffuCoder: False)."""
+    mask_truncated_completions: bool = False
+    """Exclude completions that filled the canvas without a stop token from the loss."""
+    sync_ref_model: bool = True
+    """Mix the policy into the reference model every ``ref_model_sync_steps`` steps."""
+    ref_model_mixup_alpha: float = 0.6
+    """ref = alpha * theta + (1 - alpha) * ref."""
+    ref_model_sync_steps: int = 64
+    """Steps between reference syncs."""
+
+    # -- rewards -----------------------------------------------------------------------------------------
+    reward_funcs: list[str] = field(default_factory=lambda: ["code_format", "code"])
+    """Names of TRL-signature rewards in ``diffucoder.rewards`` (``code_format``, ``code``)."""
+    reward_weights: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    """Weights of ``reward_funcs`` (DiffuCoder: 0.5 format, 2.0 code)."""
+    reward_workers: int = 2
+    """Sandbox pool size for the code reward."""
+    reward_timeout: float = 5.0
+    """Seconds per test program."""
+
+    # -- rollout (diffusion decoding) --------------------------------------------------------------------
+    max_completion_length: int = 256
+    """Canvas length (DiffuCoder 256)."""
+    diffusion_steps: int = 256
+    """Decoding steps (DiffuCoder: as many as tokens)."""
+    temperature: float = 1.2
+    """Rollout temperature (paper 1.2; the released yaml 1.0)."""
+    top_p: float = 0.95
+    """Nucleus sampling at rollout."""
+    generation_alg: str = "entropy"
+    """Unmasking order of ``diffusion_generate``."""
+    generation_batch_size: int | None = None
+    """Rows decoded at once (None: the whole per-device batch)."""
+
+    # -- estimator ---------------------------------------------------------------------------------------
+    estimator: str = "coupled"
+    """Log-likelihood estimator: coupled, decoupled, full_mask, d1 (see diffucoder.diffusion.estimators)."""
+    num_mask_pairs: int = 1
+    """lambda: complementary pairs per estimate."""
+    full_mask_pass: bool = True
+    """Add the fully-masked pass (coupled / decoupled)."""
+    t_min: float = 0.2
+    """Mask ratios t ~ U(t_min, t_max)."""
+    t_max: float = 0.8
+    prompt_mask_prob: float = 0.15
+    """d1: prompt masking probability."""
+    estimator_passes: int | None = None
+    """d1: draws averaged (default 1)."""
+    logp_micro_batch_size: int | None = None
+    """Rows (pass x sequence) per forward/backward in the log-prob passes (None: one sequence's passes)."""
+
+    # -- optimisation ------------------------------------------------------------------------------------
+    learning_rate: float = 1e-6
+    """Peak learning rate."""
+    lr_scheduler_type: str = "cosine_with_min_lr"
+    """"cosine_with_min_lr" (to ``min_lr_rate`` x peak), "cosine" (to 0) or "constant"; linear warm-up first."""
+    min_lr_rate: float = 0.1
+    """Final lr / peak for cosine_with_min_lr."""
+    warmup_ratio: float = 0.0
+    """Fraction of ``max_steps`` spent warming up linearly."""
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    weight_decay: float = 0.1
+    max_grad_norm: float = 0.2
+    """Gradient-norm clipping (DiffuCoder: 0.2)."""
+    gradient_checkpointing: bool = False
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    seed: int = 42
+    """Seeds data order, rollouts and masks (through explicit generators)."""
+    logging_steps: int = 1
+    save_steps: int = 50
+    """Checkpoint every N steps (0: only at the end)."""
+    save_total_limit: int | None = 2
+    """Keep the newest N checkpoints."""
+    resume_from_checkpoint: str | bool | None = None
+    """A checkpoint folder, True/"latest" for the newest under ``output_dir``, or None (fresh run; refuses to
+    overwrite existing checkpoints unless ``overwrite_output_dir``)."""
+    overwrite_output_dir: bool = False
+    save_final_model: bool = True
+    """Write ``output_dir/final`` (HF layout with tokenizer) at the end."""
+    disable_tqdm: bool = False
+    max_nonfinite_steps: int = 20
+    """Abort (with a checkpoint of the last good state) after this many consecutive non-finite updates."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def estimator_config(self) -> EstimatorConfig:
+        return EstimatorConfig(name=self.estimator, num_pairs=self.num_mask_pairs,
+                               full_mask_pass=self.full_mask_pass, t_min=self.t_min, t_max=self.t_max,
+                               prompt_mask_prob=self.prompt_mask_prob, num_passes=self.estimator_passes)
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise RLConfigError(msg)
+
+        need(self.num_generations >= 2, f"num_generations must be >= 2, got {self.num_generations}")
+        need(self.per_device_train_batch_size >= self.num_generations
+             and self.per_device_train_batch_size % self.num_generations == 0,
+             f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a positive multiple of "
+             f"num_generations ({self.num_generations}) so that each rank holds whole groups")
+        need(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
+        need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(self.epsilon > 0, f"epsilon must be > 0, got {self.epsilon}")
+        need(self.advantage_baseline in ("loo", "mean"),
+             f"advantage_baseline must be 'loo' or 'mean', got {self.advantage_baseline!r}")
+        need(0.0 <= self.ref_model_mixup_alpha <= 1.0,
+             f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}")
+        need(self.ref_model_sync_steps >= 1, f"ref_model_sync_steps must be >= 1, got {self.ref_model_sync_steps}")
+        need(len(self.reward_funcs) == len(self.reward_weights) and len(self.reward_funcs) > 0,
+             f"reward_funcs {self.reward_funcs} and reward_weights {self.reward_weights} must be non-empty lists "
+             f"of the same length")
+        need(self.max_completion_length >= 1 and self.diffusion_steps >= 1,
+             "max_completion_length and diffusion_steps must be >= 1")
+        need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        need(self.estimator in ESTIMATORS, f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
+        need(self.lr_scheduler_type in ("cosine_with_min_lr", "cosine", "constant"),
+             f"lr_scheduler_type must be cosine_with_min_lr, cosine or constant, got {self.lr_scheduler_type!r}")
+        need(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        need(self.torch_dtype in ("float32", "bfloat16", "float16"),
+             f"torch_dtype must be float32, bfloat16 or float16, got {self.torch_dtype!r}")
+        try:
+            self.estimator_config()
+        except ValueError as e:
+            raise RLConfigError(str(e)) from None
+
+    # -- (de)serialisation ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "GRPOConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise RLConfigError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(names)}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise RLConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "GRPOConfig":
+        """Load a YAML mapping (safe loader; nothing is executed) and apply ``key=value`` overrides."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RLConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(d, dict):
+            raise RLConfigError(f"{path}: top level must be a mapping, got {type(d).__name__}")
+        d.update(parse_overrides(overrides or []))
+        return cls.from_dict(d, source=str(path))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["beta=0", "reward_weights=[1, 2]"]`` -> ``{"beta": 0, "reward_weights": [1, 2]}`` (YAML values)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise RLConfigError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        except yaml.YAMLError as e:
+            raise RLConfigError(f"override {item!r}: bad value ({e})") from None
+    return out
