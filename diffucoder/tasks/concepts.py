@@ -237,6 +237,14 @@ class Pred:
             return rng.randint(self.k - 4, self.k + 4) if rng.coin(0.75) else rng.randint(-5, 15)
         return rng.randint(-6, 15)
 
+    def singletons(self) -> list[list[int]]:
+        """One-element lists on the predicate's edge: they pin down the constant and the comparison."""
+        if self.kind in ("gt", "lt"):
+            return [[self.k - 1], [self.k], [self.k + 1]]
+        if self.kind == "mult":
+            return [[self.k], [self.k + 1], [self.k - 1], [2 * self.k + 2]]
+        return [[4], [7], [10]]
+
     def boundary_list(self, rng: TaskRng) -> list[int]:
         """A list whose elements sit on the predicate's edge (k-1, k, k+1 for comparisons)."""
         if self.kind in ("gt", "lt"):
@@ -572,7 +580,7 @@ def _compose(combo: tuple, rng: TaskRng) -> Draft:
             v = op.apply(v)
         return v
 
-    return Draft(rng.choice(names), (x,), _ret(expr), descs, ref, lambda r: (r.randint(-10, 30),), example=True)
+    return Draft(rng.choice(names), (x,), _ret(expr), descs, ref, lambda r: (r.randint(-15, 40),), example=True)
 
 
 CONCEPTS_COMPOSE = [
@@ -613,10 +621,10 @@ def _parity(combo: tuple, rng: TaskRng) -> Draft:
     descs = (f"returns {a.noun(x.name)} if {x.name} is even and {b.noun(x.name)} if {x.name} is odd",
              f"returns {b.noun(x.name)} for odd {x.name} and {a.noun(x.name)} for even {x.name}",
              f"checks the parity of {x.name}: even numbers give {ea}, odd numbers give {eb}")
-    r0 = rng.randint(-5, 12)
+    r0, r1 = rng.randint(-5, 5), rng.randint(6, 15)
     return Draft(rng.choice(["by_parity", "even_odd", "parity_step", f"{ka}_or_{kb}"]), (x,), body, descs,
                  lambda v: a.apply(v) if v % 2 == 0 else b.apply(v), lambda r: (r.randint(-10, 30),),
-                 fixed=((2 * r0,), (2 * r0 + 1,)), example=True)
+                 fixed=((2 * r0,), (2 * r0 + 1,), (2 * r1,), (2 * r1 + 1,)), example=True)
 
 
 @_concept("clamp", "medium", [(lo, w) for lo in range(0, 11) for w in (4, 6, 8, 10, 12, 15, 20)])
@@ -723,7 +731,7 @@ def _reduce_op(combo: tuple, rng: TaskRng) -> Draft:
     descs = (f"returns {op.noun(noun)}", f"computes {noun}, then {op.step}, and returns the result",
              f"returns {expr} (the list is never empty)")
     return Draft(rng.choice([f"{rk}_{ok}", f"{rk}_then_{ok}", "list_score", "summarize"]), (xs,), _ret(expr),
-                 descs, lambda v: op.apply(rfn(v)), lambda r: (_rand_list(r, 1, 7, -9, 25),), example=True)
+                 descs, lambda v: op.apply(rfn(v)), lambda r: (_rand_list(r, 1, 10, -9, 25),), example=True)
 
 
 @_concept("truncate", "medium", [(k,) for k in range(3, 11)])
@@ -760,6 +768,10 @@ def _prod(vs: Sequence[int]) -> int:
     return out
 
 
+def _pred_fixed(pred: Pred, rng: TaskRng) -> tuple[tuple, ...]:
+    return (([],), *((s,) for s in pred.singletons()), (pred.boundary_list(rng),))
+
+
 def _pred_list_sampler(pred: Pred, lo_len: int = 0, hi_len: int = 7) -> Callable[[TaskRng], tuple]:
     return lambda r: ([pred.element(r) for _ in range(r.randint(lo_len, hi_len))],)
 
@@ -776,7 +788,7 @@ def _aggregate(combo: tuple, rng: TaskRng) -> Draft:
     agg = _AGG_FN[ak]
     return Draft(rng.choice([f"{aname}_{pred.tag}", f"{aname}_if_{pred.tag}", "aggregate", "scan_list"]), (xs,),
                  body, descs, lambda v: agg([e for e in v if pred(e)]), _pred_list_sampler(pred),
-                 fixed=(([],), (pred.boundary_list(rng),)), example=True)
+                 fixed=_pred_fixed(pred, rng), example=True)
 
 
 _MAPS = {"add": ("v + {k}", "each increased by {k}", "add_{k}"), "sub": ("v - {k}", "each decreased by {k}", "sub_{k}"),
@@ -812,7 +824,7 @@ def _map_filter(combo: tuple, rng: TaskRng) -> Draft:
         return [mfn(e) for e in v if pred is None or pred(e)]
 
     sampler = _pred_list_sampler(pred) if pred else (lambda r: (_rand_list(r, 0, 6, -8, 15),))
-    fixed = (([],), (pred.boundary_list(rng),)) if pred else (([],), ([3, -1, 8],))
+    fixed = _pred_fixed(pred, rng) if pred else (([],), ([3, -1, 8],))
     return Draft(rng.choice(names), (xs,), _ret(expr), descs, ref, sampler, fixed=fixed, example=True)
 
 
@@ -902,7 +914,7 @@ def _find_first(combo: tuple, rng: TaskRng) -> Draft:
             return next((e for e in v if pred(e)), None)
 
     return Draft(rng.choice(names), (xs,), body, descs, ref, _pred_list_sampler(pred),
-                 fixed=(([],), (pred.boundary_list(rng),)), example=True)
+                 fixed=_pred_fixed(pred, rng), example=True)
 
 
 @_concept("all_any", "hard", [(q, p) for q in ("all", "any") for p in PRED_KINDS])
@@ -917,10 +929,16 @@ def _all_any(combo: tuple, rng: TaskRng) -> Draft:
                  f"checks whether any element of {xs.name} is {pred.phrase}")
     fn = all if q == "all" else any
     edge = pred.boundary_list(rng)
+    # mixed lists where exactly one element decides: all pass but one / none passes but one
+    passing = [e for e in range(-6, 16) if pred(e)]
+    failing = [e for e in range(-6, 16) if not pred(e)]
+    one_off = rng.sample(passing, 2) + [rng.choice(failing)] if q == "all" else \
+        rng.sample(failing, 2) + [rng.choice(passing)]
+    one_off = rng.sample(one_off, 3)
     return Draft(rng.choice([f"{q}_{pred.tag}", f"{q}_are_{pred.tag}" if q == "all" else f"any_is_{pred.tag}",
                              f"check_{q}"]), (xs,), _ret(f"{q}({pred.src('v')} for v in {xs.name})"), descs,
                  lambda v: fn(pred(e) for e in v), _pred_list_sampler(pred, 0, 5),
-                 fixed=(([],), (edge,), (edge[:2],), ([e for e in edge if pred(e)],)), example=True)
+                 fixed=(([],), *((s,) for s in pred.singletons()), (edge,), (one_off,)), example=True)
 
 
 def concepts_for(tier: str) -> list[Concept]:

@@ -22,7 +22,8 @@ from diffucoder.tasks.concepts import CONCEPTS, TIERS, Concept, Draft, concepts_
 from diffucoder.tasks.rng import TaskRng
 
 SPLITS = ("train", "test")
-NUM_TESTS = 5  # test cases per task, at least (more when a concept has more boundary inputs)
+# test cases per task, at least (more when a concept has many boundary inputs: two random ones beyond them)
+NUM_TESTS = {"easy": 5, "medium": 7, "hard": 7}
 _MAX_REDRAWS = 200
 
 _INTROS = (
@@ -178,7 +179,7 @@ def generate_with_oracles(n: int, split: str = "train", seed: int = 0,
             concept, combos = rng.choice(pools[tier])
             combo = rng.choice(combos)
             draft = concept.build(combo, rng)
-            inputs = _inputs(draft, rng, max(NUM_TESTS, len(draft.fixed) + 2), tries=200)
+            inputs = _inputs(draft, rng, max(NUM_TESTS[tier], len(draft.fixed) + 2), tries=200)
             tests = [(a, draft.ref(*copy.deepcopy(a))) for a in inputs]
             question = _question(draft, rng, tests)
             key = (question, draft.solution)
