@@ -1,0 +1,266 @@
+"""The decoding-order study of paper section 4, as one function (``diffucoder analyze`` calls it).
+
+For each sampling temperature: decode every prompt (one token per step by default, entropy order, top-p 0.95,
+as DiffuCoder), then compute local / global AR-ness@k over the reveal orders, the first-step confidence profile
+(entropy sink) and the steps-by-positions reveal heatmap; optionally pass@1 / pass@k of the completions when the
+prompts come with tests and the evaluation harness is available.
+
+    result = analyze_decoding_order(model, tokenizer, prompts, temperatures=[0.2, 1.0], max_new_tokens=64)
+    result.write(out_dir)          # analysis.json + PNG plots
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from diffucoder.analysis.ar_ness import ArNessCurves, ar_ness_curves
+from diffucoder.analysis.profiles import first_step_profile, reveal_heatmap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffucoder.model import DreamModel
+    from diffucoder.tokenizer import DiffuTokenizer
+
+# (task_ids, completions per task, ks) -> {"pass@1": ..., "pass@k": ...}
+PassAtKFn = Callable[[list[str], list[list[str]], Sequence[int]], dict[str, float]]
+
+
+@dataclass
+class PromptSet:
+    """Prompts to decode: ready-to-tokenize texts, with task ids (and tests, for pass@k) when known."""
+
+    name: str
+    texts: list[str]
+    task_ids: list[str]
+    pass_at_k: PassAtKFn | None = None
+    """Scores completions when the prompts come from an evaluation set; None otherwise."""
+
+
+@dataclass
+class TemperatureResult:
+    temperature: float
+    ar_ness: ArNessCurves
+    first_step_profile: list[float]
+    reveal_heatmap: list[list[float]]
+    samples: list[dict[str, str]]
+    pass_at_k: dict[str, float] | None = None
+    seconds: float = 0.0
+    forward_passes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "ar_ness": self.ar_ness.to_dict(),
+                "first_step_profile": [round(v, 5) for v in self.first_step_profile],
+                "reveal_heatmap": [[round(v, 4) for v in row] for row in self.reveal_heatmap],
+                "samples": self.samples, "pass_at_k": self.pass_at_k, "seconds": round(self.seconds, 2),
+                "forward_passes": self.forward_passes}
+
+
+@dataclass
+class OrderAnalysis:
+    settings: dict[str, Any]
+    results: list[TemperatureResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, "results": [r.to_dict() for r in self.results]}
+
+    def write(self, out_dir: str | Path, plots: bool = True) -> list[Path]:
+        """Write ``analysis.json`` and (with matplotlib) the PNG plots; returns the paths written."""
+        from diffucoder.analysis import plots as P
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / "analysis.json"]
+        paths[0].write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        if not plots:
+            return paths
+        tag = f"{self.settings.get('prompts', '')}, alg={self.settings['alg']}, " \
+              f"{self.settings['max_new_tokens']} tokens / {self.settings['steps']} steps"
+        paths.append(P.plot_ar_ness([(r.temperature, r.ar_ness) for r in self.results], out / "ar_ness.png",
+                                    title=tag))
+        ylabel = {"entropy": "negative entropy", "topk_margin": "p1 - p2"}.get(self.settings["alg"],
+                                                                             "probability of chosen token")
+        paths.append(P.plot_first_step_profile([(r.temperature, r.first_step_profile) for r in self.results],
+                                               out / "first_step_profile.png", ylabel=ylabel))
+        for r in self.results:
+            paths.append(P.plot_reveal_heatmap(r.reveal_heatmap, out / f"reveal_heatmap_T{r.temperature:g}.png",
+                                               title=f"reveal step by position, T={r.temperature:g}"))
+        scored = [r for r in self.results if r.pass_at_k]
+        if scored:
+            names = sorted(scored[0].pass_at_k, key=lambda n: int(n.split("@")[1]))
+            paths.append(P.plot_pass_at_k([r.temperature for r in scored],
+                                          {n: [r.pass_at_k[n] for r in scored] for n in names},
+                                          out / "pass_at_k.png"))
+        return paths
+
+
+def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id lists to one (B, P) tensor and its attention mask (1 = token)."""
+    P = max(len(r) for r in batch)
+    ids = torch.full((len(batch), P), pad_id, dtype=torch.long)
+    am = torch.zeros((len(batch), P), dtype=torch.long)
+    for i, r in enumerate(batch):
+        if r:
+            ids[i, P - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            am[i, P - len(r):] = 1
+    return ids, am
+
+
+def analyze_decoding_order(model: "DreamModel", tokenizer: "DiffuTokenizer", prompts: PromptSet,
+                           temperatures: Sequence[float], max_new_tokens: int = 64, steps: int | None = None,
+                           alg: str = "entropy", top_p: float | None = 0.95, samples_per_prompt: int = 1,
+                           batch_size: int = 8, seed: int = 0, ks: Sequence[int] = tuple(range(1, 11)),
+                           pass_ks: Sequence[int] = (1, 10), keep_samples: int = 4, progress: bool = True,
+                           ) -> OrderAnalysis:
+    """Decode ``prompts`` at each temperature and measure the decoding order (see the module docstring)."""
+    from diffucoder.sampling import decode_completions, diffusion_generate
+
+    if not prompts.texts:
+        raise ValueError("no prompts to analyse")
+    if not temperatures:
+        raise ValueError("give at least one temperature")
+    steps = steps or max_new_tokens
+    encoded = [tokenizer.encode(t) for t in prompts.texts]
+    longest = max(len(e) for e in encoded)
+    limit = model.config.max_position_embeddings
+    if longest + max_new_tokens > limit:
+        raise ValueError(f"the longest prompt ({longest} tokens) + {max_new_tokens} new tokens exceeds the "
+                         f"model's context ({limit}); use fewer new tokens or shorter prompts")
+    settings = {"prompts": prompts.name, "num_prompts": len(encoded), "alg": alg, "max_new_tokens": max_new_tokens,
+                "steps": steps, "top_p": top_p, "samples_per_prompt": samples_per_prompt, "seed": seed,
+                "ks": list(ks), "temperatures": list(temperatures), "eps": 1e-3,
+                "note": "AR-ness over reveal orders; the prompt counts as revealed left to right"}
+    analysis = OrderAnalysis(settings=settings)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(temperatures) * len(encoded), desc="analyze", unit="prompt")
+    for ti, temp in enumerate(temperatures):
+        gen = torch.Generator(device=model.device).manual_seed(seed + 1000 * ti)
+        traces, texts, owners = [], [], []
+        t0 = time.perf_counter()
+        passes = 0
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            ids, am = left_pad(chunk, tokenizer.pad_token_id)
+            out = diffusion_generate(
+                model, ids, attention_mask=am, max_new_tokens=max_new_tokens, steps=steps, alg=alg,
+                temperature=float(temp), top_p=top_p, num_return_sequences=samples_per_prompt,
+                generator=gen, mask_token_id=tokenizer.mask_token_id, vocab_limit=tokenizer.vocab_size,
+                return_dict_in_generate=True)
+            traces.append(out.trace)
+            passes += out.trace.num_forward_passes
+            texts += decode_completions(tokenizer, out.sequences, out.trace.prompt_length)
+            owners += [start + i // samples_per_prompt for i in range(len(chunk) * samples_per_prompt)]
+            if bar is not None:
+                bar.update(len(chunk))
+        orders = [tr.order(r) for tr in traces for r in range(tr.batch_size)]
+        res = TemperatureResult(
+            temperature=float(temp), ar_ness=ar_ness_curves(orders, ks),
+            first_step_profile=first_step_profile(traces).tolist(),
+            reveal_heatmap=reveal_heatmap(traces).tolist(),
+            samples=[{"task_id": prompts.task_ids[owners[i]], "completion": texts[i]}
+                     for i in range(min(keep_samples, len(texts)))],
+            seconds=time.perf_counter() - t0, forward_passes=passes)
+        if prompts.pass_at_k is not None:
+            per_task: list[list[str]] = [[] for _ in encoded]
+            for owner, text in zip(owners, texts):
+                per_task[owner].append(text)
+            res.pass_at_k = prompts.pass_at_k(prompts.task_ids, per_task,
+                                              [k for k in pass_ks if k <= samples_per_prompt])
+        analysis.results.append(res)
+    if bar is not None:
+        bar.close()
+    return analysis
+
+
+# -- prompt sources --------------------------------------------------------------------------------------------
+INSTRUCT_PREFIX = ("Please provide a self-contained Python script that solves the following problem in a "
+                   "markdown code block:")
+INSTRUCT_PREFILL = ("Below is a Python script with a self-contained function that solves the problem and passes "
+                    "corresponding tests:\n```python\n")
+
+
+def _chat(tokenizer: "DiffuTokenizer", user: str, prefill: str = "") -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": user}]) + prefill
+
+
+def load_prompt_set(spec: str, tokenizer: "DiffuTokenizer", chat: bool | None = None, limit: int | None = None,
+                    seed: int = 0, with_tests: bool = False) -> PromptSet:
+    """Prompts from ``spec``: "humaneval", "synthetic" (held-out tasks of ``diffucoder.tasks``) or a file.
+
+    Files: ``.jsonl`` / ``.json`` rows with a ``prompt`` (and optionally ``task_id``), or any other text file as
+    one prompt. ``chat`` wraps each prompt in the chat template (default: on for synthetic tasks, whose prompts
+    are user messages; off for HumanEval, which base models complete; off for files). HumanEval in chat mode
+    uses Qwen2.5-Coder's instruct prompt and pre-filled reply (reference.md section 6). ``with_tests`` attaches a
+    pass@k scorer (needs ``diffucoder.evaluation``).
+    """
+    if spec == "humaneval":
+        from diffucoder.evaluation.datasets import load_humaneval_dataset
+
+        ds = load_humaneval_dataset()
+        tasks = ds.tasks[:limit] if limit else ds.tasks
+        if chat:
+            texts = [_chat(tokenizer, f"{INSTRUCT_PREFIX}\n```\n{t.prompt.strip()}\n```\n", INSTRUCT_PREFILL)
+                     for t in tasks]
+        else:
+            texts = [t.prompt.strip() + "\n" for t in tasks]
+        ids = [t.task_id for t in tasks]
+        scorer = harness_pass_at_k("humaneval", completion_is_body=not chat) if with_tests else None
+        return PromptSet("humaneval", texts, ids, scorer)
+    if spec == "synthetic":
+        try:
+            from diffucoder.tasks import dataset
+        except ImportError:
+            raise ImportError("the synthetic prompts need diffucoder.tasks, which is not installed") from None
+        rows = dataset("test", n=limit or 32, seed=seed)
+        chat = True if chat is None else chat
+        texts = [_chat(tokenizer, r["prompt"]) if chat else r["prompt"] for r in rows]
+        scorer = harness_pass_at_k("synthetic", rows=rows) if with_tests else None
+        return PromptSet("synthetic", texts, [r["task_id"] for r in rows], scorer)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompts {spec!r}: not 'humaneval', 'synthetic' or an existing file")
+    if path.suffix in (".jsonl", ".json"):
+        raw = path.read_text()
+        try:
+            rows = json.loads(raw) if path.suffix == ".json" else [json.loads(ln) for ln in raw.splitlines()
+                                                                  if ln.strip()]
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        rows = [r if isinstance(r, dict) else {"prompt": r} for r in rows]
+        for i, r in enumerate(rows):
+            if not isinstance(r.get("prompt"), str):
+                raise ValueError(f"{path}: row {i} has no string 'prompt'")
+        prompts = [r["prompt"] for r in rows]
+        ids = [str(r.get("task_id", i)) for i, r in enumerate(rows)]
+    else:
+        prompts, ids = [path.read_text()], [path.name]
+    if limit:
+        prompts, ids = prompts[:limit], ids[:limit]
+    if with_tests:
+        raise ValueError("pass@k needs an evaluation set: use --prompts humaneval or synthetic")
+    texts = [_chat(tokenizer, p) for p in prompts] if chat else prompts
+    return PromptSet(path.name, texts, ids, None)
+
+
+def harness_pass_at_k(dataset_name: str, completion_is_body: bool = False, rows: list[dict] | None = None
+                      ) -> PassAtKFn:
+    """A pass@k scorer built on ``diffucoder.evaluation`` (the evaluation harness)."""
+    try:
+        from diffucoder.evaluation import score_completions  # type: ignore[attr-defined]
+    except ImportError:
+        raise RuntimeError("pass@k needs the evaluation harness (diffucoder.evaluation.score_completions), "
+                           "which has not landed yet; run without --eval") from None
+
+    def score(task_ids: list[str], completions: list[list[str]], ks: Sequence[int]) -> dict[str, float]:
+        return score_completions(dataset_name, task_ids, completions, ks=ks, completion_is_body=completion_is_body,
+                                 rows=rows)
+
+    return score
