@@ -124,7 +124,7 @@ def analyze_decoding_order(model: "DreamModel", tokenizer: "DiffuTokenizer", pro
         raise ValueError("no prompts to analyse")
     if not temperatures:
         raise ValueError("give at least one temperature")
-    steps = steps or max_new_tokens
+    steps = max_new_tokens if steps is None else steps
     encoded = [tokenizer.encode(t) for t in prompts.texts]
     longest = max(len(e) for e in encoded)
     limit = model.config.max_position_embeddings

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         console = Console(stderr=False)
         state: dict = {"prev": None}
 
-        def hook(step, x, logits):  # noqa: F811 - the tokens hook of diffusion_generate
+        def show_step(step, x, logits):  # the tokens hook of diffusion_generate: redraw, change nothing
             row = x[0].tolist()
             title = "canvas" if step is None else f"step {step + 1}"
             masked = sum(1 for t in row[P:] if t == mask_id)
@@ -125,12 +125,14 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(args.delay)
             return x
 
+        hook = show_step
         live = Live(console=console, refresh_per_second=20, transient=False)
         live.start()
     t0 = time.perf_counter()
     try:
         out = diffusion_generate(
-            model, ids, max_new_tokens=args.max_new_tokens, steps=args.steps or args.max_new_tokens, alg=args.alg,
+            model, ids, max_new_tokens=args.max_new_tokens,
+            steps=args.steps if args.steps is not None else args.max_new_tokens, alg=args.alg,
             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg_temp=args.alg_temp,
             block_length=args.block_length, threshold=args.threshold, stop_token_ids=tok.stop_token_ids(),
             stop_token_penalty=args.eos_penalty, num_return_sequences=args.num_samples,
