@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out and not args.stats:
         p.error("give --out PATH and/or --stats")
     try:
-        tasks = generate_tasks(args.n, args.split, args.seed, tuple(t for t in args.tiers.split(",") if t))
+        tasks = generate_tasks(args.n, args.split, args.seed, tuple(t for t in args.tiers.split(",") if t),
+                               progress=True)
     except ValueError as e:
         p.error(str(e))
     if args.out:

@@ -49,12 +49,12 @@ def to_rl_record(task: Task) -> dict[str, Any]:
 
 def to_eval_row(task: Task) -> dict[str, Any]:
     """A HumanEval-ish row an evaluation harness can score: ``task_id``, ``prompt`` (the user message),
-    ``question``, ``test_cases``, ``test`` (the asserts as one program), ``entry_point``,
-    ``canonical_solution`` and ``tier``."""
+    ``question``, ``test_cases``, ``test`` (the asserts as one program), ``entry_point``, ``solution`` (also
+    as ``canonical_solution``), ``tier`` and ``concept``."""
     return {"task_id": task.task_id, "prompt": build_prompt(task), "question": task.question,
             "test_cases": list(task.test_cases), "test": "\n".join(task.test_cases) + "\n",
-            "entry_point": task.entry_point, "canonical_solution": task.solution, "tier": task.tier,
-            "concept": task.concept}
+            "entry_point": task.entry_point, "solution": task.solution, "canonical_solution": task.solution,
+            "tier": task.tier, "concept": task.concept}
 
 
 def dataset(split: str = "test", n: int = 300, seed: int = 0, tiers: Sequence[str] = TIERS) -> list[dict[str, Any]]:
