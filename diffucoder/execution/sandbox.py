@@ -158,6 +158,10 @@ def _bwrap_args(cfg: SandboxConfig, bwrap: str, root: bool) -> list[str]:
         elif p.is_dir():
             args += ["--ro-bind", top, top]
     if not prefix.startswith("/usr/"):
+        # the directories above the interpreter (e.g. /root/.pyenv) must be traversable by the sandbox uid;
+        # they are created empty, so nothing else in them is visible
+        for parent in reversed(Path(prefix).parents[:-1]):
+            args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", prefix, prefix]
     if not exe.startswith(prefix + "/") and not exe.startswith("/usr/"):
         args += ["--ro-bind", exe, exe]
@@ -300,8 +304,8 @@ class _Worker:
             out = self._recv(time.monotonic() + host_timeout)
         except (BrokenPipeError, OSError):
             out = None
-        if out is None:
-            self.kill()
+        if out is None or out.get("clean") is False:
+            self.kill()  # a hung worker, or one that could not kill everything its job started
             self.start()
         return out
 
