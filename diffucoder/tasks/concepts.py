@@ -857,8 +857,8 @@ def _range_agg(combo: tuple, rng: TaskRng) -> Draft:
                  fixed=((0,), (1,), (2,), (4,)), example=True)
 
 
-_CHARSETS = {"aeiou": ("vowels", "vowels (a, e, i, o, u)"), "xyz": ("xyz", 'letters "x", "y" and "z"'),
-             "0123456789": ("digits", "digits"), "abc": ("abc", 'letters "a", "b" and "c"'),
+_CHARSETS = {"aeiou": ("vowels", "vowels (a, e, i, o, u)"), "xyz": ("xyz", 'letters "x", "y" or "z"'),
+             "0123456789": ("digits", "digits"), "abc": ("abc", 'letters "a", "b" or "c"'),
              " ": ("spaces", "spaces")}
 
 

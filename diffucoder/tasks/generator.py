@@ -120,7 +120,12 @@ def _question(draft: Draft, rng: TaskRng, tests: list[tuple[tuple, Any]]) -> str
     desc = rng.choice(draft.descs)
     text = rng.choice(_INTROS).format(sig=_signature(draft), name=draft.name, desc=desc, argdesc=_argdesc(draft))
     if draft.example:
-        args, out = rng.choice(tests)
+        # show an informative case: no empty argument and not a "nothing found" answer, when there is one
+        def trivial(args: tuple, out: Any) -> bool:
+            return any(a in ([], "") for a in args) or out in (None, [], "", 0, -1)
+
+        informative = [(a, o) for a, o in tests if not trivial(a, o)]
+        args, out = rng.choice(informative or tests)
         text += f" For example, `{_call(draft.name, args)}` should return `{out!r}`."
     return text
 
