@@ -336,3 +336,15 @@ def test_cli_writes_jsonl(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 12 and all("messages" in r for r in rows)
     assert "combination keys" in proc.stdout
+
+
+def test_ideal_answers_earn_full_rewards(train_tasks):
+    rewards = pytest.importorskip("diffucoder.rewards")  # the code/format rewards of reference.md section 5
+    tasks = train_tasks[:30]
+    answers = [format_answer(t) for t in tasks]
+    assert rewards.code_format_reward(answers) == [1.0] * len(tasks)
+    rows = [to_rl_record(t) for t in tasks]
+    assert rewards.code_reward(answers, test_cases=[r["test_cases"] for r in rows]) == [1.0] * len(tasks)
+    # a wrong program in the right format: full format reward, partial or no code reward
+    wrong = [format_answer(t).replace("return", "return 1 +", 1) for t in tasks[:6]]
+    assert all(r < 1.0 for r in rewards.code_reward(wrong, test_cases=[r["test_cases"] for r in rows[:6]]))
