@@ -73,8 +73,14 @@ def test_resume_never_refuses_existing_checkpoints(tmp_path, tokenizer_dir):
     train(cfg_for(tmp_path, tokenizer_dir, "optim.steps=2", "checkpoint.every=1", "eval.every=0"))
     with pytest.raises(ConfigError, match="resume"):
         train(cfg_for(tmp_path, tokenizer_dir, "optim.steps=3", "resume=never"))
-    # keep_last=2: only the newest checkpoints remain (steps 1; the final step is saved as final/)
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000001"]
+    # the last step is checkpointed too, so a finished run can be extended (optim.steps=3, resume=auto)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000001",
+                                                                                    "step_00000002"]
+    res = train(cfg_for(tmp_path, tokenizer_dir, "optim.steps=3", "checkpoint.every=1", "eval.every=0"))
+    assert res.resumed_from == 2 and res.steps == 3
+    # keep_last=2: only the newest checkpoints remain
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000002",
+                                                                                    "step_00000003"]
 
 
 def test_noise_rows_conditions_truncation_and_annealing():

@@ -575,10 +575,12 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                                   f"(unigram {last_eval['unigram_masked_ce']:.3f}), "
                                   f"ELBO/token {last_eval['elbo_per_token']:.3f}")
                 window_t0 = time.time()
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != o.steps:
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
                 _save(run_dir, step, objective, optimizer, scheduler, info, cfg, tokens_seen)
                 window_t0 = time.time()
         # ---- end of run ----
+        if cfg.checkpoint.every and step % cfg.checkpoint.every != 0 and step > start_step:
+            _save(run_dir, step, objective, optimizer, scheduler, info, cfg, tokens_seen)  # resumable / extendable
         last_eval = run_eval(step) or last_eval
         if last_eval:
             eval_history.append({"step": step, **last_eval})
