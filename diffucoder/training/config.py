@@ -68,6 +68,9 @@ class DataSection:
     files, sorted), or a .jsonl file with a "text" field per line."""
     extra_texts: list[str] = field(default_factory=list)
     """More documents given inline (the Python API passes e.g. synthetic-task solutions here)."""
+    synthetic_solutions: int = 0
+    """Append the canonical solutions of this many train-split synthetic tasks (diffucoder.tasks) to the
+    corpus (the test split is never used)."""
     seq_len: int = 256
     """Tokens per packed training sequence."""
     heldout_fraction: float = 0.01
@@ -256,8 +259,6 @@ class TrainConfig:
              f"{self.data.separator!r}")
         need(self.task != "adapt" or self.model.init_from is not None,
              "task 'adapt' needs model.init_from (the causal LM to adapt)")
-        need(self.task != "sft" or bool(self.sft.files) or self.sft.synthetic_tasks > 0,
-             "task 'sft' needs sft.files or sft.synthetic_tasks > 0")
         need(self.checkpoint.keep_last >= 1, "checkpoint.keep_last must be >= 1")
         need(self.runtime.device in ("auto", "cpu", "cuda") or self.runtime.device.startswith("cuda:"),
              f"runtime.device must be auto, cpu or cuda, got {self.runtime.device!r}")

@@ -150,7 +150,10 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
 
         train = rows(payload["train"])
         held = rows(payload["heldout"]) if payload["heldout"] else None
-        flat = torch.tensor([i for e in payload["train"] for i in e[1]], dtype=torch.long)
+        # the answer region of fixed-length rows: answer tokens and pad targets
+        pads = sum(max(0, cfg.sft.max_length - len(e[0]) - len(e[1])) for e in payload["train"])
+        flat = torch.tensor([i for e in payload["train"] for i in e[1]] + [tok.pad_token_id] * pads,
+                            dtype=torch.long)
     else:
         train = PackedRows(payload["train"])
         held = PackedRows(payload["heldout"]) if payload["heldout"] is not None else None
@@ -163,7 +166,9 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
 def _build_text_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_records: Sequence[Any]) -> dict:
     from diffucoder.data.packing import load_texts, pack_documents, split_heldout
 
-    texts = load_texts(cfg.data.corpus, list(cfg.data.extra_texts) + list(extra_texts), cfg.data.max_documents)
+    extra = list(cfg.data.extra_texts) + list(extra_texts) + _synthetic_solutions(cfg.data.synthetic_solutions,
+                                                                                   cfg.seed)
+    texts = load_texts(cfg.data.corpus, extra, cfg.data.max_documents)
     train_docs, held_docs = split_heldout(texts, cfg.data.heldout_fraction)
     sep = tok.eos_token_id if cfg.data.separator == "eos" else None
     train = pack_documents(tok.encode_batch(train_docs), cfg.data.seq_len, sep)
@@ -189,6 +194,8 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
     records.extend(parse_record(r, f"sft_records[{i}]") for i, r in enumerate(sft_records))
     if cfg.sft.synthetic_tasks > 0:
         records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed))
+    if not records:
+        raise ConfigError("task 'sft' has no examples: set sft.files or sft.synthetic_tasks (or pass sft_records)")
     examples = encode_examples(records, tok, system_prompt=cfg.sft.system_prompt)
     kept = [(r, e) for r, e in zip(records, examples) if fits(e, cfg.sft.max_length)]
     dropped = len(examples) - len(kept)
@@ -217,7 +224,16 @@ def _synthetic_records(n: int, seed: int) -> list:
     to_rec = getattr(tasks, "to_sft_record", None)
     if gen is None or to_rec is None:
         raise ConfigError("sft.synthetic_tasks needs diffucoder.tasks.generate_tasks and to_sft_record")
-    return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, seed=seed))]
+    return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed))]
+
+
+def _synthetic_solutions(n: int, seed: int) -> list[str]:
+    """Canonical solutions of ``n`` train-split synthetic tasks, as pretraining documents."""
+    if n <= 0:
+        return []
+    from diffucoder.tasks import iter_solution_texts
+
+    return list(iter_solution_texts(n, seed=seed, split="train"))
 
 
 def build_model(cfg: TrainConfig, tok, device: torch.device) -> DreamModel:
