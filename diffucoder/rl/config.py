@@ -75,7 +75,8 @@ class GRPOConfig:
 
     # -- rewards -----------------------------------------------------------------------------------------
     reward_funcs: list[str] = field(default_factory=lambda: ["code_format", "code"])
-    """Names of TRL-signature rewards in ``diffucoder.rewards`` (``code_format``, ``code``)."""
+    """TRL-signature rewards: names in ``diffucoder.rewards`` (``code_format``, ``code``) or
+    ``"package.module:function"``."""
     reward_weights: list[float] = field(default_factory=lambda: [0.5, 2.0])
     """Weights of ``reward_funcs`` (DiffuCoder: 0.5 format, 2.0 code)."""
     reward_workers: int = 2

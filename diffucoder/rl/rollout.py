@@ -196,17 +196,31 @@ class RewardStats:
 
 def resolve_reward_funcs(names: Sequence[str | RewardFunc], workers: int = 2, timeout: float = 5.0
                          ) -> list[RewardFunc]:
-    """Map names to ``diffucoder.rewards`` functions (``code_format``, ``code``); callables pass through."""
+    """Map names to ``diffucoder.rewards`` functions (``code_format``, ``code``) or ``module:function`` imports;
+    callables pass through."""
     out: list[RewardFunc] = []
     for n in names:
         if callable(n):
             out.append(n)
             continue
+        if ":" in n:  # "package.module:function", a reward of the user's own
+            import importlib
+
+            mod, _, attr = n.partition(":")
+            try:
+                fn = getattr(importlib.import_module(mod), attr, None)
+            except ImportError as e:
+                raise ValueError(f"reward function {n!r}: cannot import {mod!r} ({e})") from None
+            if fn is None or not callable(fn):
+                raise ValueError(f"reward function {n!r}: {mod!r} has no callable {attr!r}")
+            out.append(fn)
+            continue
         import diffucoder.rewards as R
 
         fn = getattr(R, f"{n}_reward", None) or getattr(R, n, None)
         if fn is None or not callable(fn):
-            raise ValueError(f"unknown reward function {n!r} (diffucoder.rewards has no {n}_reward)")
+            raise ValueError(f"unknown reward function {n!r} (diffucoder.rewards has no {n}_reward; "
+                             f"use 'module:function' for your own)")
         out.append(fn)
     return out
 
