@@ -240,3 +240,30 @@ def test_exact_resume_mid_rollout_batch(tiny_setup, tmp_path):
     log = [json.loads(x) for x in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert log[3]["loss"] == pytest.approx(full.history[3]["loss"], rel=1e-6, abs=1e-9)
+
+
+# -- real rewards through the sandbox pool ---------------------------------------------------------------------
+def test_code_rewards_through_the_sandbox_pool(tiny_setup, tmp_path):
+    from diffucoder.rl import GRPOTrainer
+    from diffucoder.tasks import format_answer, generate_tasks, to_rl_record
+
+    tok, make_model, rows = tiny_setup
+    cfg = _cfg(tmp_path, reward_funcs=["code_format", "code"], reward_weights=[0.5, 2.0], beta=0.0, max_steps=1,
+               num_iterations=1)
+    tr = GRPOTrainer(cfg, model=make_model(), tokenizer=tok, rows=rows)
+    try:
+        task = generate_tasks(1, "train", seed=3)[0]
+        good = format_answer(task)
+        wrong = good.replace("return", "return 1 +", 1)
+        texts = [good, wrong, "no code block at all", "```python\ndef broken(:\n```\n"]
+        rec = to_rl_record(task)
+        total, per = score_completions(texts, [rec] * 4, tr.rewards, cfg.reward_weights, tr.reward_stats)
+        # canonical answer: 0.5 * 1 + 2.0 * 1; wrong answer: format 1, some tests fail; no block: 0;
+        # syntax error: format 0.5 and no code reward
+        assert total[0].item() == pytest.approx(2.5) and per[1, 0] == 1.0 and per[1, 1] < 1.0
+        assert total[2].item() == 0.0 and total[3].item() == pytest.approx(0.25)
+        # a rollout batch of an untrained model: rewards are scored (all zero -> zero-variance groups, counted)
+        batch = tr._make_batch(0)
+        assert batch.metrics["n"] == 6 and tr.counters["zero_variance_groups"] >= 0
+    finally:
+        tr.close()

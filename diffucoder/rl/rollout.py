@@ -194,10 +194,11 @@ class RewardStats:
     messages: list[str] = field(default_factory=list)
 
 
-def resolve_reward_funcs(names: Sequence[str | RewardFunc], workers: int = 2, timeout: float = 5.0
-                         ) -> list[RewardFunc]:
+def resolve_reward_funcs(names: Sequence[str | RewardFunc], pool: Callable[[], Any] | None = None,
+                         timeout: float = 5.0) -> list[RewardFunc]:
     """Map names to ``diffucoder.rewards`` functions (``code_format``, ``code``) or ``module:function`` imports;
-    callables pass through."""
+    callables pass through. Rewards that take a ``pool`` (the code reward) get ``pool()`` (created on first use,
+    so a run without code rewards starts no sandbox) and ``timeout_s=timeout``."""
     out: list[RewardFunc] = []
     for n in names:
         if callable(n):
@@ -218,11 +219,36 @@ def resolve_reward_funcs(names: Sequence[str | RewardFunc], workers: int = 2, ti
         import diffucoder.rewards as R
 
         fn = getattr(R, f"{n}_reward", None) or getattr(R, n, None)
+        if fn is None:
+            import diffucoder.rewards.code as RC
+
+            fn = getattr(RC, f"{n}_reward", None)
         if fn is None or not callable(fn):
             raise ValueError(f"unknown reward function {n!r} (diffucoder.rewards has no {n}_reward; "
                              f"use 'module:function' for your own)")
-        out.append(fn)
+        out.append(_bind_pool(fn, pool, timeout))
     return out
+
+
+def _bind_pool(fn: RewardFunc, pool: Callable[[], Any] | None, timeout: float) -> RewardFunc:
+    import functools
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn
+    if "pool" not in params or pool is None:
+        return fn
+
+    @functools.wraps(fn)
+    def bound(completions: Sequence[str], **cols: Any) -> Sequence[float | None]:
+        kw = {"pool": pool()}
+        if "timeout_s" in params:
+            kw["timeout_s"] = timeout
+        return fn(completions, **cols, **kw)
+
+    return bound
 
 
 def score_completions(texts: Sequence[str], rows: Sequence[dict[str, Any]], reward_funcs: Sequence[RewardFunc],

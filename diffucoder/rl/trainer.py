@@ -242,7 +242,8 @@ class GRPOTrainer:
 
         self.reward_names = [n if isinstance(n, str) else getattr(n, "__name__", "reward")
                              for n in (reward_funcs or cfg.reward_funcs)]
-        self.rewards = resolve_reward_funcs(reward_funcs or cfg.reward_funcs, cfg.reward_workers, cfg.reward_timeout)
+        self._pool: Any = None
+        self.rewards = resolve_reward_funcs(reward_funcs or cfg.reward_funcs, self._sandbox_pool, cfg.reward_timeout)
         if len(self.rewards) != len(cfg.reward_weights):
             raise RLConfigError(f"{len(self.rewards)} reward functions but {len(cfg.reward_weights)} reward_weights")
         self.reward_stats = [RewardStats() for _ in self.rewards]
@@ -267,6 +268,19 @@ class GRPOTrainer:
         }
         self.history: list[dict[str, Any]] = []
         self._nonfinite_run = 0
+
+    def _sandbox_pool(self) -> Any:
+        """This rank's sandbox pool for code rewards (created on first use, closed when training ends)."""
+        if self._pool is None:
+            from diffucoder.execution import SandboxPool
+
+            self._pool = SandboxPool(workers=self.cfg.reward_workers)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # -- data ----------------------------------------------------------------------------------------------
     def _prompts_for(self, k: int) -> list[dict[str, Any]]:
@@ -556,6 +570,7 @@ class GRPOTrainer:
                     break
         finally:
             bar.close()
+            self.close()
         if stopped is None:
             last_cp = self.save_checkpoint()
         final = None
