@@ -1,0 +1,28 @@
+"""benchmarks/rl_experiment.py end to end on a tiny random model (pipeline check; its numbers mean nothing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_rl_experiment_tiny_pipeline(tmp_path):
+    spec = importlib.util.spec_from_file_location("rl_experiment", ROOT / "benchmarks" / "rl_experiment.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "x"
+    rc = mod.main(["--tiny", "--out", str(out), "--estimators", "coupled,d1", "--steps", "2", "--train-tasks", "8",
+                   "--eval-tasks", "2", "--max-completion-length", "8", "--diffusion-steps", "4", "--batch", "4",
+                   "--num-generations", "2"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["estimator"] for r in res["runs"]] == ["coupled", "d1"]
+    assert all(len(r["history"]) == 2 and 0.0 <= r["after"]["pass@1"] <= 1.0 for r in res["runs"])
+    assert res["runs"][0]["passes"] == 3 and res["runs"][1]["passes"] == 3
+    assert (out / "reward_curves.png").stat().st_size > 1000
