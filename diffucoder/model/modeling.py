@@ -71,9 +71,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, heads, L, D); cos/sin: (B, L, D)."""
-    cos, sin = cos[:, None], sin[:, None]
-    return x * cos + _rotate_half(x) * sin
+    """x: (B, heads, L, D); cos/sin: (B, L, D) (both halves equal, as ``rope_cos_sin`` builds them).
+
+    Computes ``x * cos + rotate_half(x) * sin`` half by half, which is the same arithmetic with fewer
+    temporaries (no negated copy, one concatenation).
+    """
+    h = x.shape[-1] // 2
+    c, s = cos[:, None, :, :h], sin[:, None, :, :h]  # (B, 1, L, D/2)
+    x1, x2 = x[..., :h], x[..., h:]
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
 
 
 class Attention(nn.Module):
@@ -92,18 +98,20 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, L, _ = x.shape
-        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, L, D)
-        k = self.k_proj(x).view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
-        v = self.v_proj(x).view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
+        nq, nkv = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        # one matmul for q, k, v: the weights are concatenated at run time (the parameters stay Qwen2's three)
+        w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (nq + 2 nkv, H)
+        b = torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias))
+        q, k, v = F.linear(x, w, b).split((nq, nkv, nkv), dim=-1)  # (B, L, *)
+        q = q.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, L, D)
+        k = k.view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
+        v = v.view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
-        if self.n_kv != self.n_heads:
-            rep = self.n_heads // self.n_kv
-            k = k.repeat_interleave(rep, dim=1)  # (B, Hq, L, D)
-            v = v.repeat_interleave(rep, dim=1)
+        # grouped-query attention inside SDPA (no repeated copies of k and v)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=False,
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv != self.n_heads,
         )  # (B, Hq, L, D)
         return self.o_proj(y.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
 
