@@ -1,0 +1,337 @@
+"""The end-to-end DiffuCoder pipeline, small enough for a laptop CPU (``diffucoder demo``).
+
+From nothing but the running Python and the synthetic task generator:
+
+1. ``tokenizer``  train a byte-level BPE on the standard-library sources plus synthetic task texts (train split);
+2. ``pretrain``   masked-diffusion pretraining of a small Dream model on the stdlib corpus + synthetic solutions;
+3. ``sft``        supervised fine-tuning on chat-formatted synthetic tasks (prompt kept clean, pad learned);
+4. ``eval_sft``   pass@1 / pass@k per difficulty tier on held-out tasks (combinations never seen in training),
+                  sandboxed execution of every sample;
+5. ``analysis``   the paper's decoding-order study (local / global AR-ness, entropy sink) on held-out prompts;
+6. ``rl``         coupled-GRPO from the SFT model with code-execution rewards, then ``eval_rl`` re-evaluates;
+7. ``report``     ``report.md`` with tables and PNG plots (loss curves, pass@k by tier, AR-ness, rewards).
+
+Every stage writes ``stages/<name>.json`` when it finishes; an interrupted demo resumes from the last finished
+stage (and the training stages themselves resume from their last checkpoint). ``--quick`` is sized for about
+3 minutes on 2 CPU cores, the default for about 20.
+
+    from diffucoder.demo import run_demo
+    summary = run_demo("runs/demo", quick=True)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+STAGES = ("tokenizer", "pretrain", "sft", "eval_sft", "analysis", "rl", "eval_rl", "report")
+TIERS = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Budgets of one demo run (``QUICK`` and ``FULL`` below)."""
+
+    vocab_size: int = 4096
+    """BPE vocabulary."""
+    tokenizer_stdlib_files: int = 300
+    """Standard-library files (sorted order) in the tokenizer's training texts."""
+    preset: str = "5m"
+    """Model shape (DreamConfig.preset)."""
+    pretrain_steps: int = 120
+    pretrain_batch: int = 16
+    pretrain_seq_len: int = 128
+    pretrain_lr: float = 2e-3
+    pretrain_stdlib_files: int | None = None
+    """Use only the first N standard-library files (None: all)."""
+    synthetic_solutions: int = 4000
+    """Synthetic canonical solutions mixed into the pretraining corpus."""
+    sft_steps: int = 150
+    sft_batch: int = 16
+    sft_tasks: int = 4000
+    sft_max_length: int = 160
+    sft_lr: float = 1e-3
+    eval_tasks_per_tier: int = 16
+    eval_samples: int = 4
+    """Samples per task (pass@k for k up to this)."""
+    eval_temperature: float = 0.4
+    max_new_tokens: int = 64
+    eval_steps: int = 32
+    """Decoding steps for evaluation (max_new_tokens / eval_steps tokens per step)."""
+    analysis_prompts: int = 8
+    analysis_temperatures: tuple[float, ...] = (0.2, 1.0)
+    rl_steps: int = 4
+    rl_prompts_per_step: int = 2
+    rl_num_generations: int = 4
+    rl_lr: float = 5e-5
+    rl_temperature: float = 1.0
+    """Rollout temperature (the paper found 1.2 better than 1.0 for 7B models)."""
+    stage_minutes_cap: float = 3.0
+    """Safety cap on each training stage's wall time."""
+
+
+QUICK = DemoSettings()
+FULL = DemoSettings(
+    vocab_size=8192, tokenizer_stdlib_files=734, pretrain_steps=700, pretrain_batch=32, pretrain_seq_len=128,
+    synthetic_solutions=10000, sft_steps=900, sft_batch=16, sft_tasks=12000, eval_tasks_per_tier=50,
+    eval_samples=8, eval_steps=64, analysis_prompts=24, analysis_temperatures=(0.2, 0.6, 1.0, 1.2),
+    rl_steps=30, rl_prompts_per_step=4, rl_num_generations=6, stage_minutes_cap=12.0,
+)
+
+
+class Demo:
+    """One demo run folder; each ``stage_*`` method is idempotent given its ``stages/<name>.json`` marker."""
+
+    def __init__(self, run_dir: str | Path, settings: DemoSettings, seed: int = 0, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        self.dir = Path(run_dir)
+        self.s = settings
+        self.seed = seed
+        self.progress = progress
+        self.log = log
+        (self.dir / "stages").mkdir(parents=True, exist_ok=True)
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------
+    def marker(self, stage: str) -> Path:
+        return self.dir / "stages" / f"{stage}.json"
+
+    def done(self, stage: str) -> dict | None:
+        m = self.marker(stage)
+        return json.loads(m.read_text()) if m.is_file() else None
+
+    def finish(self, stage: str, info: dict[str, Any]) -> dict[str, Any]:
+        tmp = self.marker(stage).with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2, default=str))
+        tmp.replace(self.marker(stage))
+        return info
+
+    def check_settings(self) -> None:
+        """Refuse to resume a run folder made with other settings (its stages would not fit together)."""
+        f = self.dir / "demo_settings.json"
+        mine = {"settings": asdict(self.s), "seed": self.seed}
+        mine = json.loads(json.dumps(mine))
+        if f.is_file():
+            theirs = json.loads(f.read_text())
+            if theirs != mine:
+                raise ValueError(f"{self.dir} holds a demo run with other settings ({f}); use another --run-dir "
+                                 f"or delete it")
+        else:
+            f.write_text(json.dumps(mine, indent=2))
+
+    # -- stages ---------------------------------------------------------------------------------------------
+    def stage_tokenizer(self) -> dict:
+        import itertools
+
+        from diffucoder.data.corpus import iter_stdlib_texts
+        from diffucoder.tasks import build_prompt, format_answer, generate_tasks
+        from diffucoder.tokenizer import train_tokenizer
+
+        t0 = time.time()
+        tasks = generate_tasks(2000, "train", seed=self.seed)
+        texts = list(itertools.islice(iter_stdlib_texts(), self.s.tokenizer_stdlib_files))
+        texts += [build_prompt(t) + "\n" + format_answer(t) for t in tasks]
+        tok = train_tokenizer(texts, vocab_size=self.s.vocab_size)
+        tok.save_pretrained(self.dir / "tokenizer")
+        return {"path": str(self.dir / "tokenizer"), "vocab_size": tok.vocab_size, "seconds": time.time() - t0}
+
+    def _train(self, name: str, overrides: list[str]) -> dict:
+        from diffucoder.training import load_config, train
+
+        common = [f"run_dir={self.dir / name}", f"seed={self.seed}", "runtime.device=cpu",
+                  "runtime.precision=bf16", f"optim.max_minutes={self.s.stage_minutes_cap}",
+                  f"logging.progress={str(self.progress).lower()}", "checkpoint.keep_last=1"]
+        cfg = load_config(None, common + overrides)
+        r = train(cfg)
+        return {"path": str(r.final_path), "steps": r.steps, "tokens": r.tokens_seen, "final_loss": r.final_loss,
+                "eval": r.eval, "unigram_baseline": r.unigram_baseline, "seconds": r.elapsed_s,
+                "metrics": str(self.dir / name / "metrics.jsonl")}
+
+    def stage_pretrain(self) -> dict:
+        s = self.s
+        over = [
+            "task=pretrain", f"model.preset={s.preset}", f"tokenizer.path={self.dir / 'tokenizer'}",
+            f"data.synthetic_solutions={s.synthetic_solutions}", f"data.seq_len={s.pretrain_seq_len}",
+            f"optim.steps={s.pretrain_steps}", f"optim.global_batch_size={s.pretrain_batch}",
+            f"optim.micro_batch_size={s.pretrain_batch}", f"optim.lr={s.pretrain_lr}",
+            f"optim.warmup_steps={max(1, s.pretrain_steps // 20)}", "diffusion.t_sampling=stratified",
+            f"eval.every={max(1, s.pretrain_steps // 4)}", "eval.num_sequences=32",
+            f"checkpoint.every={max(1, s.pretrain_steps // 4)}",
+        ]
+        if s.pretrain_stdlib_files:
+            over.append(f"data.max_documents={s.pretrain_stdlib_files}")
+        return self._train("pretrain", over)
+
+    def stage_sft(self) -> dict:
+        s = self.s
+        over = [
+            "task=sft", f"model.init_from={self.done('pretrain')['path']}",
+            f"sft.synthetic_tasks={s.sft_tasks}", f"sft.max_length={s.sft_max_length}", "sft.padding=fixed",
+            f"sft.progressive_condition_steps={s.sft_steps // 10}", "sft.heldout_fraction=0.02",
+            f"optim.steps={s.sft_steps}", f"optim.global_batch_size={s.sft_batch}",
+            f"optim.micro_batch_size={s.sft_batch}", f"optim.lr={s.sft_lr}",
+            f"optim.warmup_steps={max(1, s.sft_steps // 20)}", "optim.weight_decay=0.0",
+            "diffusion.t_sampling=stratified", f"eval.every={max(1, s.sft_steps // 4)}",
+            "eval.num_sequences=32", f"checkpoint.every={max(1, s.sft_steps // 4)}",
+        ]
+        return self._train("sft", over)
+
+    def eval_rows(self) -> list[dict]:
+        from diffucoder.tasks import dataset
+
+        return dataset("test", n=self.s.eval_tasks_per_tier * len(TIERS), seed=self.seed)
+
+    def _generate_fn(self, model_path: str, temperature: float, seed: int) -> Callable[[list[str]], list[str]]:
+        import torch
+
+        from diffucoder.model import DreamModel
+        from diffucoder.sampling import decode_completions, diffusion_generate
+        from diffucoder.tokenizer import load_tokenizer
+
+        model = DreamModel.from_pretrained(model_path).eval()
+        tok = load_tokenizer(model_path)
+        gen = torch.Generator().manual_seed(seed)
+        s = self.s
+
+        def generate(prompts: list[str]) -> list[str]:
+            ids = tok.encode_batch(prompts)
+            width = max(len(x) for x in ids)
+            inputs = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids])
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                seqs = diffusion_generate(model, inputs, attention_mask=mask, max_new_tokens=s.max_new_tokens,
+                                          steps=s.eval_steps, alg="entropy", temperature=temperature,
+                                          top_p=0.95, generator=gen, vocab_limit=tok.vocab_size)
+            return decode_completions(tok, seqs, width)
+
+        return generate
+
+    def _evaluate(self, name: str, model_path: str) -> dict:
+        from diffucoder.evaluation.datasets import load_dataset
+        from diffucoder.evaluation.harness import EvalSettings, evaluate
+        from diffucoder.tasks import write_jsonl
+
+        rows_file = self.dir / "eval_tasks.jsonl"
+        if not rows_file.is_file():
+            write_jsonl(self.eval_rows(), rows_file)
+        ds = load_dataset("synthetic", rows_file)
+        ks = tuple(k for k in (1, 2, 4, 8) if k <= self.s.eval_samples)
+        settings = EvalSettings(n_samples=self.s.eval_samples, ks=ks, prompt_style="chat", batch_size=16)
+        gen = self._generate_fn(model_path, self.s.eval_temperature, self.seed)
+        report = evaluate(ds, self.dir / name, settings, generate=gen, progress=self.progress)
+        tiers = {row["task_id"]: row["tier"] for row in (json.loads(x) for x in rows_file.read_text().splitlines())}
+        by_tier = pass_at_k_by_tier(report.per_task, tiers, ks)
+        return {"results": str(report.results_path), "pass_at_k": report.pass_at_k, "by_tier": by_tier, "ks": list(ks)}
+
+    def stage_eval_sft(self) -> dict:
+        return self._evaluate("eval_sft", self.done("sft")["path"])
+
+    def stage_analysis(self) -> dict:
+        import torch
+
+        from diffucoder.analysis.experiment import PromptSet, analyze_decoding_order
+        from diffucoder.model import DreamModel
+        from diffucoder.tokenizer import load_tokenizer
+
+        path = self.done("sft")["path"]
+        model = DreamModel.from_pretrained(path).eval()
+        tok = load_tokenizer(path)
+        rows = self.eval_rows()[: self.s.analysis_prompts]
+        texts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}]) for r in rows]
+        prompts = PromptSet(name="synthetic-heldout", texts=texts, task_ids=[r["task_id"] for r in rows])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            result = analyze_decoding_order(model, tok, prompts, temperatures=list(self.s.analysis_temperatures),
+                                            max_new_tokens=self.s.max_new_tokens, seed=self.seed,
+                                            progress=self.progress)
+        out = self.dir / "analysis"
+        result.write(out)
+        summary = json.loads((out / "analysis.json").read_text())
+        return {"dir": str(out), "summary": summary.get("summary", summary)}
+
+    def stage_rl(self) -> dict:
+        """Coupled-GRPO from the SFT model on train-split tasks (RL prompts disjoint from the SFT examples' seed)."""
+        from diffucoder.rl import GRPOConfig, train_grpo
+        from diffucoder.tasks import generate_tasks, to_rl_record, write_jsonl
+
+        s = self.s
+        rows_file = self.dir / "rl_tasks.jsonl"
+        if not rows_file.is_file():
+            tasks = generate_tasks(s.rl_steps * s.rl_prompts_per_step * 4, "train", seed=self.seed + 1)
+            write_jsonl([to_rl_record(t) for t in tasks], rows_file)
+        cfg = GRPOConfig.from_dict({
+            "model_name_or_path": self.done("sft")["path"], "dataset_path": str(rows_file),
+            "output_dir": str(self.dir / "rl"), "seed": self.seed, "estimator": "coupled",
+            "max_steps": s.rl_steps, "num_generations": s.rl_num_generations,
+            "per_device_train_batch_size": s.rl_num_generations * s.rl_prompts_per_step,
+            "learning_rate": s.rl_lr, "warmup_ratio": 0.0, "max_completion_length": s.max_new_tokens,
+            "diffusion_steps": s.eval_steps, "temperature": s.rl_temperature, "save_steps": max(1, s.rl_steps // 2),
+            "disable_tqdm": not self.progress, "device": "cpu",
+        })
+        r = train_grpo(cfg)
+        return {"path": str(r.final_model_dir) if r.final_model_dir else None, "steps": r.steps,
+                "counters": r.counters, "metrics": str(r.output_dir / "log.jsonl"),
+                "stopped_early": r.stopped_early}
+
+    def stage_eval_rl(self) -> dict | None:
+        rl = self.done("rl")
+        if not rl or not rl.get("path"):
+            return None
+        return self._evaluate("eval_rl", rl["path"])
+
+    def stage_report(self) -> dict:
+        from diffucoder.demo_report import write_report
+
+        path = write_report(self)
+        return {"report": str(path)}
+
+    # -- driver ---------------------------------------------------------------------------------------------
+    def run(self, stop_after: str | None = None) -> dict[str, Any]:
+        self.check_settings()
+        summary: dict[str, Any] = {}
+        t_all = time.time()
+        for stage in STAGES:
+            prior = self.done(stage)
+            if prior is not None:
+                self.log(f"[demo] {stage}: already done (resuming)")
+                summary[stage] = prior
+            else:
+                self.log(f"[demo] {stage}: running")
+                t0 = time.time()
+                info = getattr(self, f"stage_{stage}")()
+                info = {"skipped": True} if info is None else info
+                info["stage_seconds"] = time.time() - t0
+                summary[stage] = self.finish(stage, info)
+                self.log(f"[demo] {stage}: done in {info['stage_seconds']:.0f}s")
+            if stop_after == stage:
+                break
+        summary["wall_seconds_this_invocation"] = time.time() - t_all
+        return summary
+
+
+def pass_at_k_by_tier(per_task: dict[str, dict], tiers: dict[str, str], ks: tuple[int, ...]) -> dict[str, dict]:
+    """Mean unbiased pass@k per tier from the harness's per-task counts (``n`` samples, ``c`` correct)."""
+    from diffucoder.evaluation.metrics import pass_at_k
+
+    out: dict[str, dict] = {}
+    for tier in (*TIERS, "all"):
+        ids = [t for t in per_task if tier == "all" or tiers.get(t) == tier]
+        if not ids:
+            continue
+        row = {"tasks": len(ids)}
+        for k in ks:
+            vals = [pass_at_k(per_task[t]["n"], per_task[t]["base_correct"], k) for t in ids if per_task[t]["n"] >= k]
+            row[f"pass@{k}"] = sum(vals) / len(vals) if vals else float("nan")
+        out[tier] = row
+    return out
+
+
+def run_demo(run_dir: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
+             stop_after: str | None = None, **overrides: Any) -> dict[str, Any]:
+    settings = replace(QUICK if quick else FULL, **overrides)
+    return Demo(run_dir, settings, seed=seed, progress=progress).run(stop_after=stop_after)
+
+
+__all__ = ["Demo", "DemoSettings", "FULL", "QUICK", "STAGES", "pass_at_k_by_tier", "run_demo", "field"]

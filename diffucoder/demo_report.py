@@ -1,0 +1,190 @@
+"""``report.md`` and its PNG plots for a demo run folder (see :mod:`diffucoder.demo`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffucoder.demo import Demo
+
+
+def _read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(stages: dict[str, str], out: Path) -> Path | None:
+    """Training loss and held-out masked-token CE per step, one panel per training stage."""
+    series = {name: _read_metrics(path) for name, path in stages.items()}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(series), figsize=(5.5 * len(series), 3.8), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], series.items()):
+        train = [(r["step"], r["masked_ce"]) for r in rows if "masked_ce" in r and "event" not in r]
+        held = [(r["step"], r["eval/masked_ce"]) for r in rows if "eval/masked_ce" in r]
+        uni = [r["eval/unigram_masked_ce"] for r in rows if "eval/unigram_masked_ce" in r]
+        if train:
+            ax.plot(*zip(*train), label="train masked-token CE", lw=1)
+        if held:
+            ax.plot(*zip(*held), "o-", label="held-out masked-token CE")
+        if uni:
+            ax.axhline(uni[-1], color="gray", ls="--", label="unigram baseline (held-out)")
+        ax.set_title(name)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("nats / masked token")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_pass_by_tier(evals: dict[str, dict], out: Path) -> Path | None:
+    """Grouped bars: pass@k per tier, one group per tier, bars per (model, k)."""
+    evals = {k: v for k, v in evals.items() if v and "by_tier" in v}
+    if not evals:
+        return None
+    plt = _plt()
+    tiers = [t for t in ("easy", "medium", "hard", "all") if any(t in e["by_tier"] for e in evals.values())]
+    bars = [(m, k) for m, e in evals.items() for k in e["ks"] if k in (1, max(e["ks"]))]
+    width = 0.8 / max(1, len(bars))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for i, (m, k) in enumerate(bars):
+        vals = [evals[m]["by_tier"].get(t, {}).get(f"pass@{k}", 0.0) * 100 for t in tiers]
+        xs = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(tiers))]
+        ax.bar(xs, vals, width, label=f"{m} pass@{k}")
+    ax.set_xticks(range(len(tiers)), tiers)
+    ax.set_ylabel("% of held-out tasks")
+    ax.set_ylim(0, 100)
+    ax.set_title("held-out synthetic tasks: pass@k by tier")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_rewards(metrics_path: str | Path, out: Path) -> Path | None:
+    rows = [r for r in _read_metrics(metrics_path) if "reward_mean" in r or "reward/mean" in r]
+    if not rows:
+        return None
+    plt = _plt()
+    key = "reward_mean" if "reward_mean" in rows[0] else "reward/mean"
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([r.get("step", i) for i, r in enumerate(rows)], [r[key] for r in rows], "o-")
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("mean reward (2.0 code + 0.5 format)")
+    ax.set_title("coupled-GRPO rollouts")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def write_report(demo: "Demo") -> Path:
+    d = demo.dir
+    s = {name: demo.done(name) or {} for name in ("tokenizer", "pretrain", "sft", "eval_sft", "analysis", "rl",
+                                                  "eval_rl")}
+    plots = d / "plots"
+    plots.mkdir(exist_ok=True)
+    lines = ["# diffucoder demo report", ""]
+    lines += [f"Run folder: `{d}`. Settings: `{d / 'demo_settings.json'}`.", ""]
+
+    # training
+    lines += ["## Training", "", "| stage | steps | tokens | final train loss | held-out masked CE | unigram CE | time |",
+              "|---|---|---|---|---|---|---|"]
+    for name in ("pretrain", "sft"):
+        r = s[name]
+        if not r:
+            continue
+        ev = r.get("eval") or {}
+        uni = r.get("unigram_baseline")
+        lines.append(f"| {name} | {r.get('steps')} | {r.get('tokens'):,} | {r.get('final_loss', float('nan')):.3f} | "
+                     f"{ev.get('eval/masked_ce', float('nan')):.3f} | "
+                     f"{'n/a' if uni is None else f'{uni:.3f}'} | {r.get('stage_seconds', 0):.0f}s |")
+    lp = plot_losses({n: s[n].get("metrics", "") for n in ("pretrain", "sft") if s[n]}, plots / "losses.png")
+    if lp:
+        lines += ["", f"![losses](plots/{lp.name})", ""]
+
+    # evaluation
+    evals = {"sft": s["eval_sft"], "rl": s["eval_rl"] if not s["eval_rl"].get("skipped") else {}}
+    lines += ["## Held-out synthetic tasks", "",
+              "Tasks whose concept/parameter combinations never appear in training; every sample run in the sandbox.",
+              ""]
+    for model, e in evals.items():
+        if not e or "by_tier" not in e:
+            continue
+        ks = e["ks"]
+        lines += [f"**{model} model** (`{e['results']}`)", "",
+                  "| tier | tasks | " + " | ".join(f"pass@{k}" for k in ks) + " |",
+                  "|---|---|" + "---|" * len(ks)]
+        for tier, row in e["by_tier"].items():
+            lines.append(f"| {tier} | {row['tasks']} | " + " | ".join(_pct(row.get(f'pass@{k}')) for k in ks) + " |")
+        lines.append("")
+    pp = plot_pass_by_tier(evals, plots / "pass_at_k_by_tier.png")
+    if pp:
+        lines += [f"![pass@k by tier](plots/{pp.name})", ""]
+
+    # analysis
+    a = s["analysis"]
+    if a and a.get("dir"):
+        src = Path(a["dir"])
+        lines += ["## Decoding order (paper section 4)", ""]
+        data = json.loads((src / "analysis.json").read_text()) if (src / "analysis.json").is_file() else {}
+        results = data.get("results", [])
+        if results:
+            lines += ["| temperature | local AR-ness@1 | global AR-ness@1 |", "|---|---|---|"]
+            for r in results:
+                ar = r.get("ar_ness", {})
+                loc = (ar.get("local") or [None])[0]
+                glo = (ar.get("global") or [None])[0]
+                lines.append(f"| {r.get('temperature')} | {'n/a' if loc is None else f'{loc:.3f}'} | "
+                             f"{'n/a' if glo is None else f'{glo:.3f}'} |")
+            lines.append("")
+        for png in ("ar_ness.png", "first_step_profile.png"):
+            if (src / png).is_file():
+                shutil.copy(src / png, plots / png)
+                lines += [f"![{png}](plots/{png})", ""]
+
+    # RL
+    r = s["rl"]
+    if r and not r.get("skipped"):
+        lines += ["## Coupled-GRPO", ""]
+        rp = plot_rewards(r.get("metrics", ""), plots / "rl_rewards.png")
+        if rp:
+            lines += [f"![rewards](plots/{rp.name})", ""]
+    elif r.get("skipped"):
+        lines += ["## Coupled-GRPO", "", "Skipped (the RL stage is not available in this build).", ""]
+
+    out = d / "report.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
