@@ -119,7 +119,7 @@ def tiny_setup():
     from diffucoder.tokenizer import train_tokenizer
 
     tasks = generate_tasks(12, "train", seed=0)
-    tok = train_tokenizer([format_answer(t) + t.question for t in tasks] * 4, vocab_size=300)
+    tok = train_tokenizer([format_answer(t) + t.question for t in tasks] * 4, vocab_size=1000)
     cfg = DreamConfig.preset("tiny", vocab_size=tok.vocab_size, mask_token_id=tok.mask_token_id,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)  # test-only: model init
@@ -147,7 +147,7 @@ def _cfg(tmp_path, **kw) -> GRPOConfig:
     base = dict(output_dir=str(tmp_path / "run"), num_generations=3, per_device_train_batch_size=6, max_steps=2,
                 num_iterations=2, max_completion_length=10, diffusion_steps=5, learning_rate=5e-3, beta=0.05,
                 reward_funcs=["length", "constant"], reward_weights=[1.0, 0.5], save_steps=0, disable_tqdm=True,
-                ref_model_sync_steps=1, max_prompt_length=400, warmup_ratio=0.25)
+                ref_model_sync_steps=1, max_prompt_length=400, warmup_ratio=0.25, chat_template=False)
     base.update(kw)
     return GRPOConfig(**base)
 
@@ -214,8 +214,8 @@ def test_exact_resume_mid_rollout_batch(tiny_setup, tmp_path):
     from diffucoder.rl import train_grpo
 
     tok, make_model, rows = tiny_setup
-    kw = dict(max_steps=4, num_iterations=2, save_steps=1, save_final_model=False)
-    full = train_grpo(_cfg(tmp_path / "a", **kw), model=make_model(), tokenizer=tok, rows=rows,
+    kw = dict(max_steps=4, num_iterations=2, save_steps=3, save_final_model=False)
+    full = train_grpo(_cfg(tmp_path / "a", **{**kw, "save_steps": 0}), model=make_model(), tokenizer=tok, rows=rows,
                       reward_funcs=[length_reward, constant_reward])
 
     class Crash(Exception):

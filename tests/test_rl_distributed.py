@@ -29,7 +29,7 @@ def tiny_run_inputs(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("rl_inputs")
     tasks = generate_tasks(8, "train", seed=1)
-    tok = train_tokenizer([format_answer(t) + t.question for t in tasks] * 4, vocab_size=300)
+    tok = train_tokenizer([format_answer(t) + t.question for t in tasks] * 4, vocab_size=1000)
     cfg = DreamConfig.preset("tiny", vocab_size=tok.vocab_size, mask_token_id=tok.mask_token_id)
     model = DreamModel(cfg, init_weights=False)
     model.init_weights(generator=torch.Generator().manual_seed(0))
@@ -56,6 +56,7 @@ def tiny_run_inputs(tmp_path_factory):
         save_steps: 0
         disable_tqdm: true
         device: cpu
+        chat_template: false
         """))
     return d
 
