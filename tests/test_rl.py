@@ -267,3 +267,16 @@ def test_code_rewards_through_the_sandbox_pool(tiny_setup, tmp_path):
         assert batch.metrics["n"] == 6 and tr.counters["zero_variance_groups"] >= 0
     finally:
         tr.close()
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    from diffucoder.rl.trainer import lr_factor
+
+    c = GRPOConfig(max_steps=10, warmup_ratio=0.2, lr_scheduler_type="cosine_with_min_lr", min_lr_rate=0.1,
+                   num_generations=2, per_device_train_batch_size=2)
+    f = [lr_factor(s, c) for s in range(10)]
+    assert f[0] == pytest.approx(0.5) and f[1] == pytest.approx(1.0)  # 2 warm-up steps: 1/2, 2/2
+    # after warm-up: 0.1 + 0.9 * 0.5 * (1 + cos(pi * k / 8)); k = 4 -> 0.55
+    assert f[6] == pytest.approx(0.55) and all(a >= b for a, b in zip(f[1:], f[2:])) and f[-1] > 0.1
+    c2 = GRPOConfig(max_steps=4, lr_scheduler_type="constant", num_generations=2, per_device_train_batch_size=2)
+    assert [lr_factor(s, c2) for s in range(4)] == [1.0] * 4

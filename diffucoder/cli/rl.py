@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffucoder.model import CheckpointError
     from diffucoder.rl import GRPOConfig, RLConfigError, train_grpo
 
     try:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         res = train_grpo(cfg)
-    except (RLConfigError, FileNotFoundError, ValueError) as e:
+    except (RLConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     last = res.history[-1] if res.history else {}
