@@ -173,3 +173,36 @@ def test_seeded_draws_follow_the_reference_rng_stream(model, alg, alg_temp, temp
                                     generator=torch.Generator().manual_seed(2024))
     for a, b in zip(ours.history, ref):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
+def test_bfloat16_ties_are_broken_as_the_reference(model, alg):
+    """In bf16 many confidences tie; the reference's torch.topk decides which of them go first, and so do we."""
+    m16 = DreamModel(model.config, init_weights=False)
+    m16.load_state_dict(model.state_dict())
+    m16 = m16.to(torch.bfloat16).eval()
+    prompts = _prompts(4, 6, seed=9)
+    ref = reference_generate(m16, prompts.clone(), None, 16, 8, alg=alg, top_p=0.95, logits_hook=no_mask_logit)
+    ours = m16.diffusion_generate(prompts.clone(), max_new_tokens=16, steps=8, alg=alg, top_p=0.95,
+                                  output_history=True, return_dict_in_generate=True,
+                                  generation_logits_hook_func=no_mask_logit)
+    for a, b in zip(ours.history, ref):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
+def test_exact_ties_are_broken_as_the_reference(model, alg):
+    """A hook gives six canvas positions identical logits, so their confidences tie exactly."""
+    P = 5
+
+    def tie(step, x, logits):
+        logits = no_mask_logit(step, x, logits).clone()
+        logits[:, P + 1:P + 12:2] = logits[:, P + 1:P + 2]
+        return logits
+
+    prompts = _prompts(2, P, seed=12)
+    ref = reference_generate(model, prompts.clone(), None, 14, 7, alg=alg, logits_hook=tie)
+    ours = model.diffusion_generate(prompts.clone(), max_new_tokens=14, steps=7, alg=alg, output_history=True,
+                                    return_dict_in_generate=True, generation_logits_hook_func=tie)
+    for a, b in zip(ours.history, ref):
+        assert torch.equal(a, b)

@@ -86,6 +86,29 @@ def _ranks_of(key: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
     return torch.where(selected, ranks, torch.full_like(ranks, -1))
 
 
+def _top_k_ranks(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Rank (0 = most confident) of the ``k[b]`` most confident positions of each row; -1 elsewhere.
+
+    ``torch.topk`` exactly as the reference calls it (one batched call when every row takes the same number),
+    so even tied confidences, common in bf16, are broken the way the reference breaks them. ``conf`` is -inf
+    outside the candidates and ``k[b]`` never exceeds row b's candidate count, so only candidates are chosen.
+    """
+    B, L = conf.shape
+    ranks = torch.full((B, L), -1, dtype=torch.long, device=conf.device)
+    if bool((k == k[0]).all()):
+        kk = int(k[0])
+        if kk > 0:
+            idx = torch.topk(conf, kk, dim=1).indices  # (B, kk), most confident first
+            ranks.scatter_(1, idx, torch.arange(kk, device=conf.device).expand(B, kk))
+        return ranks
+    for b in range(B):
+        kk = int(k[b])
+        if kk > 0:
+            idx = torch.topk(conf[b], kk).indices
+            ranks[b, idx] = torch.arange(kk, device=conf.device)
+    return ranks
+
+
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise GenerationError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -340,8 +363,8 @@ def diffusion_generate(
                 else:
                     k = reveal_counts(n_masked, i, steps_per_block, timesteps)  # (B,)
                     if alg_temp is None or alg_temp == 0:
-                        ranks = _ranks_of(full_conf, candidate)
-                        selected = candidate & (ranks < k[:, None])
+                        draw_rank = _top_k_ranks(full_conf, k)
+                        selected = candidate & (draw_rank >= 0)
                     else:
                         weights = torch.softmax(full_conf / alg_temp, dim=-1)  # (B, L)
                         draw_rank = torch.full((B, L), -1, dtype=torch.long, device=device)
