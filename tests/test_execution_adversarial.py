@@ -589,3 +589,38 @@ def test_rlimits_fallback_still_judges_and_cleans_up():
         r = p.run_tests(bomb, ["assert n < 32"])
         assert r.passed, r.error
         assert sandbox_processes(p) == 0
+
+
+# 5b. legitimate subclasses still compare as their built-in -----------------------------------------------------
+
+def test_library_and_plain_subclasses_compare_like_builtins(pool):
+    prog = src("""
+        from collections import namedtuple, defaultdict, OrderedDict, Counter
+        P = namedtuple('P', 'x y')
+        class MyList(list):
+            pass
+        def f():
+            d = defaultdict(int)
+            d['a'] += 1
+            return d
+    """)
+    tests = ["assert P(1, 2) == (1, 2)", "assert f() == {'a': 1}", "assert OrderedDict(a=1) == {'a': 1}",
+             "assert Counter('aab') == {'a': 2, 'b': 1}", "assert MyList([1, 2]) == [1, 2]",
+             "assert 1 == 1.0 and True == 1", "assert {1, 2} == {2, 1}", "assert [[1, 2], (3,)] == [[1, 2], (3,)]",
+             "import re\nassert re.match('a', 'abc')", "assert 2 in MyList([1, 2])"]
+    r = pool.run_tests(prog, tests)
+    assert r.passed, [(t.index, t.error) for t in r.tests if not t.passed]
+
+
+def test_subclass_that_overrides_equality_is_judged_as_itself(pool):
+    prog = src("""
+        class Liar(tuple):
+            def __eq__(self, o): return True
+            __hash__ = tuple.__hash__
+        class Lying(list):
+            def __iter__(self): return iter([1, 2])
+        def f(): return Liar((9,))
+        def g(): return Lying([7, 7])
+    """)
+    r = pool.run_tests(prog, ["assert f() == (1, 2)", "assert g() == [1, 2]", "assert [g()] == [[1, 2]]"])
+    assert r.tests_passed == [False, False, False]

@@ -123,19 +123,34 @@ def _all_types():
 TRUSTED_TYPES = frozenset()
 
 
-def _make_helpers(pristine, trusted_types):
-    """Type-strict comparison helpers. They close over pristine built-ins, not the (possibly patched) module,
-    and over the set of library types that existed before the program ran (classes the program defines are not
-    trusted to judge their own truthiness or membership)."""
-    _type, _len, _zip, _all, _any, _bool, _isinstance, _id = (
-        pristine["type"], pristine["len"], pristine["zip"], pristine["all"], pristine["any"], pristine["bool"],
-        pristine["isinstance"], pristine["id"])
+# Methods whose override makes a subclass of a built-in behave differently from it in our checks.
+_WATCHED = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__bool__", "__len__", "__iter__",
+            "__getitem__", "__contains__", "__reversed__", "items", "keys", "values", "__class__", "__getattribute__")
 
-    def trusted(t):
-        return _id(t) in trusted_types
+
+def _make_helpers(pristine, trusted_types):
+    """Type-strict comparison helpers for test assertions and EvalPlus checks.
+
+    Each value gets a *kind*: its built-in type; or, for a subclass of a built-in, that built-in when the class is
+    a library class that existed before the program ran (``defaultdict``, ``OrderedDict``, ``Counter``) or when it
+    overrides none of the comparison / container methods (a ``namedtuple`` behaves as a tuple); otherwise the
+    class itself. Values of different kinds are never equal (bool/int/float compare by value), so an object that
+    claims to equal everything does not satisfy a test expecting a built-in value. The helpers close over pristine
+    built-ins and slot getters taken before the program ran.
+    """
+    _type, _len, _zip, _all, _any, _bool, _isinstance, _id, _set, _map = (
+        pristine["type"], pristine["len"], pristine["zip"], pristine["all"], pristine["any"], pristine["bool"],
+        pristine["isinstance"], pristine["id"], pristine["set"], pristine["map"])
+    _hasattr = pristine["hasattr"]
+    mro_of = type.__dict__["__mro__"].__get__
+    dict_of = type.__dict__["__dict__"].__get__
+    dict_items = dict.items
     numbers = (bool, int, float)
     containers = (list, tuple, set, frozenset, dict)
     scalars = SAFE_SCALARS
+    bases = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+    scalar_ids = _set(_id(t) for t in scalars)
+    watched = _WATCHED
 
     def one_of(t, types):
         # identity only: `t in types` would call a metaclass's __eq__
@@ -144,49 +159,72 @@ def _make_helpers(pristine, trusted_types):
                 return True
         return False
 
-    _set, _map = pristine["set"], pristine["map"]
-    scalar_ids = _set(_id(t) for t in scalars)
+    def trusted(t):
+        return _id(t) in trusted_types
+
+    def kind(x):
+        t = _type(x)
+        if one_of(t, scalars) or one_of(t, containers):
+            return t
+        mro = mro_of(t)
+        base = None
+        for k in mro:
+            if one_of(k, bases):
+                base = k
+                break
+        if base is None:
+            return t
+        if trusted(t):
+            return base
+        for k in mro:
+            if k is base:
+                return base
+            d = dict_of(k)
+            for name in watched:
+                if name in d:
+                    return t
+        return base
 
     def flat_scalars(x):
         # C-level: the set of the ids of the element types (ids cannot be faked, unlike type equality)
         return _set(_map(_id, _map(_type, x))) <= scalar_ids
 
     def safe(x, depth=0):
-        t = _type(x)
-        if one_of(t, scalars):
+        k = kind(x)
+        if one_of(k, scalars):
             return True
-        if depth > 50:
+        if depth > 100:
             return False
-        if one_of(t, (list, tuple, set, frozenset)):
+        if one_of(k, (list, tuple, set, frozenset)):
             return flat_scalars(x) or _all(safe(v, depth + 1) for v in x)
-        if t is dict:
-            return _all(safe(k, depth + 1) and safe(v, depth + 1) for k, v in x.items())
+        if k is dict:
+            return _all(safe(a, depth + 1) and safe(b, depth + 1) for a, b in dict_items(x))
         return False
 
     def eq(a, b, depth=0):
-        ta, tb = _type(a), _type(b)
-        if one_of(ta, numbers) and one_of(tb, numbers):
+        ka, kb = kind(a), kind(b)
+        if one_of(ka, numbers) and one_of(kb, numbers):
             return a == b
-        if ta is not tb:
+        if ka is not kb:
             return False
-        if one_of(ta, scalars):
+        if one_of(ka, scalars):
             return a == b
         if depth > 200:
             return False
-        if one_of(ta, (list, tuple)):
+        if one_of(ka, (list, tuple)):
             if _len(a) != _len(b):
                 return False
             if flat_scalars(a) and flat_scalars(b):
                 return a == b  # built-in elements only: the built-in comparison is safe (and fast)
             return _all(eq(x, y, depth + 1) for x, y in _zip(a, b))
-        if one_of(ta, (set, frozenset, dict)):
+        if one_of(ka, (set, frozenset, dict)):
             return safe(a) and safe(b) and a == b
-        # same user-defined (or library) type on both sides: the type's own equality decides
+        # the same non-built-in type on both sides (the test built the expected value from it): its equality decides
         r = a == b
         if _type(r) is bool:
             return r
         try:
-            return _bool(r.all()) if hasattr(r, "all") else _bool(r)
+            return _bool(r.all()) if _hasattr(r, "all") else _bool(r)
         except Exception:
             return False
 
@@ -195,16 +233,16 @@ def _make_helpers(pristine, trusted_types):
             return eq(a, b)
         if op == "ne":
             return not eq(a, b)
-        if op in ("in", "notin"):
-            tb = _type(b)
-            if one_of(tb, (list, tuple)):
+        if op == "in" or op == "notin":
+            kb = kind(b)
+            if one_of(kb, (list, tuple)):
                 found = _any(eq(a, x) for x in b)
-            elif one_of(tb, (str, bytes)) and _type(a) is tb:
-                found = a in b
-            elif one_of(tb, (set, frozenset, dict)) and safe(a) and safe(b):
-                found = a in b
-            elif trusted(tb) and not one_of(tb, containers) and not one_of(tb, scalars) and safe(a):
-                found = a in b  # a library container (e.g. a deque, a range) probed with a built-in value
+            elif one_of(kb, (str, bytes)):
+                found = kind(a) is kb and a in b
+            elif one_of(kb, (set, frozenset, dict)):
+                found = safe(a) and safe(b) and a in b
+            elif trusted(_type(b)) and not one_of(kb, scalars):
+                found = safe(a) and a in b  # a library container (a deque, a range) probed with a built-in value
             else:
                 found = False
             return found if op == "in" else not found
@@ -220,22 +258,27 @@ def _make_helpers(pristine, trusted_types):
         return a >= b
 
     def truth(x):
-        if one_of(_type(x), scalars) or one_of(_type(x), containers):
+        k = kind(x)
+        if one_of(k, scalars) or one_of(k, containers):
             return _bool(x)
-        if trusted(_type(x)) and not _isinstance(x, (int, float, str, bytes, list, tuple, dict, set, frozenset)):
+        if trusted(_type(x)):
             return _bool(x)  # a library object, e.g. a re.Match
-        return False  # a class the program made (or a subclass of a built-in posing as a plain value)
+        return False  # a class the program made that overrides what truth or comparison means
 
-    def close(out, exp, atol, rtol=1e-7):
-        """numpy.allclose-like comparison on built-in numbers and (nested) lists/tuples of them."""
-        if one_of(_type(out), numbers) and one_of(_type(exp), numbers):
+    def close(out, exp, atol, rtol=1e-7, top=True):
+        """EvalPlus's float check: the same kind at the top level (as its ``type(out) == type(exp)``), then
+        numpy.allclose-like element-wise comparison of built-in numbers (|out - exp| <= atol + rtol * |exp|)."""
+        ko, ke = kind(out), kind(exp)
+        if top and ko is not ke:
+            return False
+        if one_of(ko, numbers) and one_of(ke, numbers):
             if out == exp:
                 return True
             d = out - exp
             return (d if d >= 0 else -d) <= atol + rtol * (exp if exp >= 0 else -exp)
-        if _type(out) is not _type(exp) or not one_of(_type(exp), (list, tuple)) or _len(out) != _len(exp):
+        if ko is not ke or not one_of(ke, (list, tuple)) or _len(out) != _len(exp):
             return False
-        return _all(close(o, e, atol, rtol) for o, e in _zip(out, exp))
+        return _all(close(o, e, atol, rtol, False) for o, e in _zip(out, exp))
 
     return {"__dc_cmp__": cmp, "__dc_eq__": eq, "__dc_truth__": truth, "__dc_close__": close, "__dc_safe__": safe}
 
