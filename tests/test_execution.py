@@ -1,0 +1,118 @@
+"""The sandbox's API: results, limits plumbing, setup/data, per-test CPU limits, ordering, validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from diffucoder.execution import (
+    STATUSES,
+    Job,
+    SandboxConfig,
+    SandboxPool,
+    isolation_info,
+    isolation_level,
+    run_tests,
+)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(workers=2, config=SandboxConfig(timeout_s=5)) as p:
+        yield p
+
+
+def test_isolation_is_detected_and_reported():
+    info = isolation_info()
+    assert info.level in ("namespaces", "rlimits") and isolation_level() == info.level
+    if info.level == "namespaces":
+        assert info.bwrap
+    else:
+        assert info.reason  # says why (e.g. bubblewrap missing)
+
+
+def test_rlimits_only_warns_loudly(monkeypatch):
+    import diffucoder.execution.sandbox as sb
+
+    monkeypatch.setattr(sb, "_warned", False)
+    monkeypatch.setattr(sb, "_probe", lambda isolation: sb.IsolationInfo("rlimits", None, False, "no bwrap (test)"))
+    with pytest.warns(RuntimeWarning, match="resource limits ONLY"):
+        assert sb.isolation_level() == "rlimits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sb.isolation_level()  # once per process
+
+
+def test_run_tests_convenience_and_result_fields():
+    r = run_tests("def sq(x):\n    print('hello')\n    return x * x\n", ["assert sq(3) == 9", "assert sq(2) == 5"],
+                  timeout_s=5, memory_mb=256)
+    assert r.status == "failed" and not r.passed and r.tests_passed == [True, False]
+    assert r.fraction_passed == 0.5 and r.stdout_tail.startswith("hello") and r.wall_s > 0
+    assert [t.index for t in r.tests] == [0, 1] and r.tests[1].error.startswith("AssertionError")
+    assert r.status in STATUSES and r.isolation == isolation_level()
+
+
+def test_stderr_tail_and_program_errors(pool):
+    r = pool.run_tests("import sys\nsys.stderr.write('oops\\n')\nraise KeyError('k')\n", ["assert True"])
+    assert r.status == "failed" and "KeyError" in r.error and r.stderr_tail == "oops\n"
+
+
+def test_setup_and_data_reach_tests_only(pool):
+    job = Job("def f(x):\n    return x + 1\nseen = 'LIMIT' in globals()\n",
+              ["assert check(f, 1)", "assert check(f, 41)", "assert seen is False"],
+              setup="def check(fn, i):\n    return fn(i) == LIMIT[i]\n", data={"LIMIT": {1: 2, 41: 42}})
+    r = pool.run(job)
+    assert r.passed, r.error
+
+
+def test_per_test_cpu_limits(pool):
+    prog = "def spin(n):\n    s = 0\n    for i in range(n):\n        s += i\n    return s\n"
+    job = Job(prog, ["assert spin(10) == 45", "assert spin(3_000_000) > 0"], test_time_limits=[1.0, 0.01])
+    r = pool.run(job)
+    assert r.tests_passed == [True, False] and "too slow" in r.tests[1].error and r.tests[1].cpu_s > 0.01
+    with pytest.raises(ValueError, match="test_time_limits"):
+        pool.run(Job(prog, ["assert True"], test_time_limits=[1.0, 2.0]))
+
+
+def test_map_keeps_order_and_imap_yields_everything(pool):
+    jobs = [Job(f"X = {i}\n", [f"assert X == {i}" if i % 3 else "assert False"]) for i in range(30)]
+    assert [r.passed for r in pool.map(jobs)] == [i % 3 != 0 for i in range(30)]
+    got = dict(pool.imap_unordered(jobs))
+    assert sorted(got) == list(range(30)) and all(got[i].passed == (i % 3 != 0) for i in range(30))
+
+
+def test_each_job_gets_fresh_randomness(pool):
+    jobs = [Job("import random\nx = random.random()\nprint(x)\n", ["assert True"]) for _ in range(4)]
+    outs = {r.stdout_tail for r in pool.map(jobs)}
+    assert len(outs) == 4
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="timeout_s"):
+        SandboxConfig(timeout_s=0)
+    with pytest.raises(ValueError, match="memory_mb"):
+        SandboxConfig(memory_mb=10)
+    with pytest.raises(ValueError, match="isolation"):
+        SandboxConfig(isolation="vm")
+    with pytest.raises(ValueError, match="workers"):
+        SandboxPool(workers=-1)
+
+
+def test_bad_job_types(pool):
+    with pytest.raises(TypeError, match="program must be a str"):
+        pool.run(Job(b"x = 1", ["assert True"]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bad limits"):
+        pool.run(Job("x = 1", ["assert True"], timeout_s=-1))
+
+
+def test_closed_pool_refuses_work():
+    p = SandboxPool(workers=1)
+    p.close()
+    with pytest.raises(Exception, match="closed|shutdown"):
+        p.run_tests("x = 1", ["assert x == 1"])
+
+
+def test_a_program_with_no_tests_passes_when_it_runs_cleanly(pool):
+    assert pool.run_tests("x = 1\n", []).passed
+    assert not pool.run_tests("raise SystemExit(0)\n", []).passed
