@@ -514,11 +514,9 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
     step = start_step
     objective.train()
     try:
-        while step < o.steps:
-            if o.max_minutes is not None:
-                stop = torch.tensor([float(time.time() - t_start > 60 * o.max_minutes)])
-                if float(D.all_reduce_sum(stop.to(info.device), info).sum()) > 0:
-                    break
+        t_loop = time.time()  # the time budget counts training, not tokenizer/data preparation
+        time_up = False
+        while step < o.steps and not time_up:
             # ---- build this rank's micro-batches of the global batch ----
             gidx = order.indices(step)
             length = data.train.row_length(gidx)
@@ -565,8 +563,12 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
             tokens_seen += step_tokens
             window_tokens += step_tokens
             loss_acc += torch.stack([wce_sum, ce_sum, counts[0], torch.tensor(denom, dtype=torch.float64)])
+            if o.max_minutes is not None:  # every rank stops at the same step
+                late = torch.tensor([float(time.time() - t_loop > 60 * o.max_minutes)])
+                time_up = float(D.all_reduce_sum(late.to(info.device), info).sum()) > 0
+            last = step == o.steps or time_up
             # ---- logging ----
-            if step % cfg.logging.every == 0 or step == o.steps:
+            if step % cfg.logging.every == 0 or last:
                 red = D.all_reduce_sum(loss_acc[:2].to(info.device), info).cpu()
                 loss = float(red[0] / loss_acc[3])
                 mce = float(red[1] / max(float(loss_acc[2]), 1.0))
@@ -582,7 +584,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                 window_tokens, window_t0 = 0, time.time()
             if bar is not None:
                 bar.update(1)
-            if cfg.eval.every and step % cfg.eval.every == 0 and step != o.steps:
+            if cfg.eval.every and step % cfg.eval.every == 0 and not last:
                 last_eval = run_eval(step)
                 if last_eval:
                     eval_history.append({"step": step, **last_eval})
@@ -607,6 +609,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
             final_path = run_dir / "final"
             final_model.save_pretrained(final_path, tokenizer=tok)
             metrics.write({"step": step, "event": "end", "elapsed_s": time.time() - t_start,
+                           "train_s": time.time() - t_loop, "stopped_by_time": time_up,
                            "tokens_seen": tokens_seen, "final": str(final_path)})
         D.barrier(info)
     finally:

@@ -1,0 +1,152 @@
+"""Training throughput and MFU of the masked-diffusion training step on this machine.
+
+For each model size and precision, runs the real training step of ``diffucoder.training`` (noising with
+per-row generators, forward with the LM head at masked rows only, ELBO-weighted CE, backward, AdamW) on random
+token rows and reports tokens/s and MFU = achieved FLOP/s / peak FLOP/s, where the peak is this machine's best
+measured dense matmul rate in the same precision, measured in the same run.
+
+FLOPs counted (the work the step must do, not recomputation): 6 * (non-embedding matmul parameters) per token,
+attention scores and values 6 * 2 * L * (heads * head_dim) per token per layer (fwd 2 matmuls of 2*L*d, bwd x2),
+and the LM head 6 * hidden * vocab per *masked* token (it runs only there). Embedding lookups, norms, RoPE,
+softmax and the optimizer count as zero, as usual for MFU.
+
+    python benchmarks/train_throughput.py                 # tiny, 5m, 20m in fp32 and bf16
+    python benchmarks/train_throughput.py --models 5m --precisions bf16 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffucoder.model import DreamConfig, DreamModel  # noqa: E402
+from diffucoder.training.config import DiffusionSection  # noqa: E402
+from diffucoder.training.data import noise_rows, step_t  # noqa: E402
+from diffucoder.training.loop import DiffusionObjective, param_groups  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    """Best dense matmul rate (FLOP/s) over several sizes, in ``dtype``."""
+    best = 0.0
+    for size in (n // 2, n, n * 3 // 2):
+        a = torch.randn(size, size).to(dtype)
+        b = torch.randn(size, size).to(dtype)
+        for _ in range(2):
+            a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            a @ b
+            reps += 1
+        best = max(best, 2 * size**3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def step_flops(cfg: DreamConfig, tokens: int, masked: int, seq_len: int) -> float:
+    h, hd = cfg.hidden_size, cfg.dim_per_head
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * cfg.intermediate_size
+    dense = 6 * cfg.num_hidden_layers * per_layer * tokens
+    attn = 6 * cfg.num_hidden_layers * 2 * seq_len * q * tokens
+    head = 6 * h * cfg.vocab_size * masked
+    return float(dense + attn + head)
+
+
+@dataclass
+class Result:
+    model: str
+    precision: str
+    params: int
+    non_embedding_params: int
+    batch: int
+    seq_len: int
+    tokens_per_s: float
+    tflops: float
+    peak_tflops: float
+    mfu: float
+
+
+def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, batch: int, seconds: float
+          ) -> Result:
+    cfg = DreamConfig.preset(preset, vocab_size=vocab, mask_token_id=vocab - 1, shift_logits=True)
+    model = DreamModel(cfg)
+    obj = DiffusionObjective(model).train()
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
+    diff = DiffusionSection(t_sampling="stratified")
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, vocab - 1, (64, seq_len), generator=g)
+
+    def step(i: int) -> tuple[int, int]:
+        idx = [(i * batch + b) % 64 for b in range(batch)]
+        rows = noise_rows(data[idx], torch.zeros(batch, dtype=torch.long), step_t(0, i, batch, diff),
+                          [(0, i, b) for b in range(batch)], mask_token_id=vocab - 1, pad_token_id=0,
+                          shift=True, diff=diff, step=i)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            wce, ce, nm, nk = obj(rows.xt, rows.x0, rows.is_masked, rows.t, rows.maskable, rows.attention_mask)
+        (wce / nm.clamp_min(1)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return batch * seq_len, int(nm)
+
+    for i in range(2):
+        step(i)
+    tokens = masked = 0
+    i, t0 = 2, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or i < 5:
+        tk, m = step(i)
+        tokens += tk
+        masked += m
+        i += 1
+    dt = time.perf_counter() - t0
+    flops = step_flops(cfg, tokens, masked, seq_len) / dt
+    return Result(preset, precision, model.num_parameters(), model.num_parameters(exclude_embeddings=True),
+                  batch, seq_len, tokens / dt, flops / 1e12, peak / 1e12, flops / peak)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["tiny", "5m", "20m"])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=15.0, help="timed seconds per configuration")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    peaks = {p: matmul_peak(DTYPES[p]) for p in args.precisions}
+    for p, v in peaks.items():
+        print(f"measured matmul peak {p}: {v / 1e9:.1f} GFLOP/s")
+    results = []
+    print(f"{'model':>6} {'prec':>5} {'params':>9} {'non-emb':>9} {'tok/s':>8} {'GFLOP/s':>8} {'MFU':>6}")
+    for m in args.models:
+        for p in args.precisions:
+            r = bench(m, p, peaks[p], args.vocab, args.seq_len, args.batch, args.seconds)
+            results.append(r)
+            print(f"{r.model:>6} {r.precision:>5} {r.params:>9,} {r.non_embedding_params:>9,} "
+                  f"{r.tokens_per_s:>8.0f} {r.tflops * 1e3:>8.1f} {r.mfu:>6.1%}", flush=True)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"peaks": peaks, "results": [asdict(r) for r in results],
+                                         "threads": torch.get_num_threads()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
