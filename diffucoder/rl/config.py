@@ -40,6 +40,12 @@ class GRPOConfig:
     """Prompts longer than this (in tokens) are skipped and counted."""
     torch_dtype: str = "float32"
     """Dtype the policy is trained in ("float32", "bfloat16")."""
+    compute_dtype: str = "float32"
+    """Dtype of the forward/backward compute: "bfloat16" autocasts (or, with ``fsdp``, casts the sharded fp32
+    master weights) while the optimizer keeps ``torch_dtype`` weights. Keep ``torch_dtype`` float32 at small
+    learning rates: a 1e-6 step is below bfloat16's resolution for most weights."""
+    fsdp: bool = False
+    """Under torchrun, shard parameters, gradients and optimizer state with FSDP2 (ignored on one process)."""
     device: str = "auto"
     """"auto" (cuda:LOCAL_RANK when available, else cpu), "cpu" or "cuda"."""
 
@@ -186,8 +192,9 @@ class GRPOConfig:
         need(self.lr_scheduler_type in ("cosine_with_min_lr", "cosine", "constant"),
              f"lr_scheduler_type must be cosine_with_min_lr, cosine or constant, got {self.lr_scheduler_type!r}")
         need(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        need(self.torch_dtype in ("float32", "bfloat16", "float16"),
-             f"torch_dtype must be float32, bfloat16 or float16, got {self.torch_dtype!r}")
+        for name in ("torch_dtype", "compute_dtype"):
+            need(getattr(self, name) in ("float32", "bfloat16", "float16"),
+                 f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}")
         try:
             self.estimator_config()
         except ValueError as e:

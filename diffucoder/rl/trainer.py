@@ -22,9 +22,12 @@ Randomness: data order, rollouts and masks come from generators derived from ``(
 so a run resumed from a checkpoint (model, optimizer, scheduler, reference model, the current rollout batch and
 counters, written atomically) continues exactly as the uninterrupted run would have.
 
-Distributed: under ``torchrun`` each rank decodes and scores its own prompts; gradients are summed with
-``all_reduce`` (gloo on CPU, nccl on GPU). The model is not wrapped in DDP: each rank runs several forward
-passes per backward, and a plain all-reduce of the gradients keeps that simple and exact.
+Distributed: under ``torchrun`` each rank decodes and scores its own prompts. Replicated (default): gradients
+are summed with ``all_reduce`` (gloo on CPU, nccl on GPU); the model is not wrapped in DDP, since each rank runs
+several forward passes per backward, and a plain all-reduce keeps that simple and exact. ``fsdp: true`` shards
+the policy and the reference model with FSDP2 (``fully_shard`` per transformer block, fp32 master weights cast
+to ``compute_dtype`` for compute, fp32 gradient reduction): what a 7B run on 80 GB cards needs. Checkpoints
+then gather full state dicts on rank 0, so they load with or without FSDP.
 """
 
 from __future__ import annotations
@@ -207,16 +210,36 @@ class GRPOTrainer:
             if not cfg.model_name_or_path:
                 raise RLConfigError("no tokenizer: pass one or set model_name_or_path to a folder with tokenizer.json")
             tokenizer = load_tokenizer(cfg.model_name_or_path)
-        self.model = model.to(device=self.device, dtype=dtype)
         self.tok = tokenizer
-        if self.model.config.mask_token_id is not None and self.model.config.mask_token_id != tokenizer.mask_token_id:
-            raise RLConfigError(f"model mask_token_id {self.model.config.mask_token_id} differs from the tokenizer's "
+        if model.config.mask_token_id is not None and model.config.mask_token_id != tokenizer.mask_token_id:
+            raise RLConfigError(f"model mask_token_id {model.config.mask_token_id} differs from the tokenizer's "
                                 f"{tokenizer.mask_token_id}")
+        # resume: weights (policy and reference) go into the plain modules before any sharding
+        self.resume_path = self._resume_path()
+        resume_state: dict[str, Any] | None = None
+        if self.resume_path is not None:
+            saved = DreamModel.from_pretrained(self.resume_path, torch_dtype=dtype)
+            model.load_state_dict(saved.state_dict())
+            del saved
+            resume_state = torch.load(self.resume_path / STATE_NAME, map_location="cpu", weights_only=False)
+        elif _checkpoints(self.out) and not cfg.overwrite_output_dir:
+            raise RLConfigError(f"{self.out} already holds checkpoints; set resume_from_checkpoint=latest to continue "
+                                f"or overwrite_output_dir=true to start over")
+        self.model = model.to(device=self.device, dtype=dtype)
         self.model.model.gradient_checkpointing = cfg.gradient_checkpointing
         self.ref: DreamModel | None = None
         if cfg.beta != 0.0:
             self.ref = copy.deepcopy(self.model).eval()
             self.ref.requires_grad_(False)
+            if resume_state is not None and resume_state.get("ref") is not None:
+                self.ref.load_state_dict(resume_state["ref"])
+        self.fsdp = bool(cfg.fsdp and self.dist.world > 1)
+        self.compute_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                              "float16": torch.float16}[cfg.compute_dtype]
+        if self.fsdp:
+            self._shard(self.model)
+            if self.ref is not None:
+                self._shard(self.ref)
 
         # data
         self.data_stats = DatasetStats()
@@ -256,6 +279,7 @@ class GRPOTrainer:
             lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
+        self._resume_state = resume_state
         self.est_cfg = cfg.estimator_config()
         self.step = 0
         self.batch: _Batch | None = None
@@ -268,6 +292,63 @@ class GRPOTrainer:
         }
         self.history: list[dict[str, Any]] = []
         self._nonfinite_run = 0
+
+    def _shard(self, module: "DreamModel") -> None:
+        """FSDP2: shard every transformer block, then the root (embeddings, final norm, head)."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        from diffucoder.model.modeling import DecoderLayer
+
+        mp = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
+        for m in module.modules():
+            if isinstance(m, DecoderLayer):
+                fully_shard(m, mp_policy=mp)
+        fully_shard(module, mp_policy=mp)
+
+    def _amp(self) -> Any:
+        """Autocast to ``compute_dtype`` (without FSDP; FSDP casts through its mixed-precision policy)."""
+        import contextlib
+
+        if self.fsdp or self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def _full_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The whole state dict (gathered on CPU under FSDP; a collective: every rank must call it)."""
+        if not self.fsdp:
+            return module.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _plain_model(self) -> "DreamModel | None":
+        """An unsharded copy of the policy on rank 0 (the policy itself without FSDP); None on other ranks."""
+        if not self.fsdp:
+            return self.model
+        from diffucoder.model import DreamConfig, DreamModel
+
+        sd = self._full_state(self.model)
+        if not self.dist.main:
+            return None
+        m = DreamModel(DreamConfig.from_dict(self.model.config.to_dict()), init_weights=False)
+        m.load_state_dict(sd)
+        return m
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        if not self.fsdp:
+            return self.opt.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.model, self.opt,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        if not self.fsdp:
+            self.opt.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, self.opt, state, options=StateDictOptions(full_state_dict=True))
 
     def _sandbox_pool(self) -> Any:
         """This rank's sandbox pool for code rewards (created on first use, closed when training ends)."""
@@ -300,11 +381,12 @@ class GRPOTrainer:
         cfg = self.cfg
         rows = self._prompts_for(k)
         gen = derived_generator(cfg.seed, "rollout", self.dist.rank, k, device=self.device)
-        ro: Rollout = generate_rollouts(
-            self.model, self.tok, rows, cfg.num_generations, cfg.max_completion_length, cfg.diffusion_steps,
-            cfg.temperature, cfg.top_p, cfg.generation_alg, gen, system_prompt=cfg.system_prompt,
-            batch_size=cfg.generation_batch_size, chat_template=cfg.chat_template,
-        )
+        with self._amp():
+            ro: Rollout = generate_rollouts(
+                self.model, self.tok, rows, cfg.num_generations, cfg.max_completion_length, cfg.diffusion_steps,
+                cfg.temperature, cfg.top_p, cfg.generation_alg, gen, system_prompt=cfg.system_prompt,
+                batch_size=cfg.generation_batch_size, chat_template=cfg.chat_template,
+            )
         t0 = time.perf_counter()
         rewards, per_func = score_completions(ro.texts, ro.rows, self.rewards, cfg.reward_weights, self.reward_stats)
         reward_seconds = time.perf_counter() - t0
@@ -347,8 +429,9 @@ class GRPOTrainer:
 
     def _logp(self, model: "DreamModel", batch: _Batch, rows: slice | None = None) -> torch.Tensor:
         rows = rows if rows is not None else slice(None)
-        est = estimate_logp(model, batch.input_ids[rows].to(self.device), batch.attention_mask[rows].to(self.device),
-                            batch.plan.select(rows).to(self.device), self.tok.mask_token_id)
+        with self._amp():
+            est = estimate_logp(model, batch.input_ids[rows].to(self.device), batch.attention_mask[rows].to(self.device),
+                                batch.plan.select(rows).to(self.device), self.tok.mask_token_id)
         return est.logp
 
     # -- one optimizer step --------------------------------------------------------------------------------
@@ -380,7 +463,8 @@ class GRPOTrainer:
             if not torch.isfinite(out.loss):
                 finite = False
                 break
-            out.loss.backward()
+            # FSDP averages gradients over ranks; the loss is already divided by the global token count
+            (out.loss * (self.dist.world if self.fsdp else 1)).backward()
             sums["loss"] += float(out.loss.detach())
             sums["kl"] += out.kl_sum
             sums["clipped"] += out.clipped_tokens
@@ -392,16 +476,17 @@ class GRPOTrainer:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
         if finite and grads:
-            flat = torch.cat([g.reshape(-1).float() for g in grads])
+            flat = torch.cat([(g.to_local() if hasattr(g, "to_local") else g).reshape(-1).float() for g in grads])
             if not bool(torch.isfinite(flat).all()):
                 flag[0] = 1.0
         self.dist.sum_(flag)
         grad_norm = math.nan
         if float(flag) == 0.0:
-            if self.dist.world > 1:
+            if self.dist.world > 1 and not self.fsdp:
                 for g in grads:
                     self.dist.sum_(g)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
+            gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            grad_norm = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
             self.opt.step()
             self._nonfinite_run = 0
         else:
@@ -461,12 +546,15 @@ class GRPOTrainer:
         from diffucoder.model.checkpoint import write_pretrained
 
         path = self.out / f"checkpoint-{self.step}"
+        plain = self._plain_model()  # collectives first, on every rank
+        ref_state = self._full_state(self.ref) if self.ref is not None else None
+        opt_state = self._optimizer_state()
         if self.dist.main:
             with atomic_directory(path) as tmp:
-                write_pretrained(self.model, tmp, tokenizer=self.tok)
+                write_pretrained(plain, tmp, tokenizer=self.tok)
                 state = {
-                    "step": self.step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                    "ref": self.ref.state_dict() if self.ref is not None else None,
+                    "step": self.step, "optimizer": opt_state, "scheduler": self.sched.state_dict(),
+                    "ref": ref_state,
                     "counters": self.counters, "history_len": len(self.history),
                     "reward_stats": [asdict(s) for s in self.reward_stats],
                     "nonfinite_run": self._nonfinite_run, "config": self.cfg.to_dict(),
@@ -485,17 +573,11 @@ class GRPOTrainer:
         self.dist.barrier()
         return path
 
-    def load_checkpoint(self, path: Path) -> None:
-        from diffucoder.model import DreamModel
-
-        saved = DreamModel.from_pretrained(path, torch_dtype=self.model.dtype)
-        self.model.load_state_dict(saved.state_dict())
-        del saved
-        state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=False)
-        self.opt.load_state_dict(state["optimizer"])
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
+        """Optimizer, scheduler, counters, the current rollout batch and the log of a checkpoint (the weights were
+        loaded before sharding, in ``__init__``)."""
+        self._load_optimizer_state(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        if self.ref is not None and state["ref"] is not None:
-            self.ref.load_state_dict(state["ref"])
         self.step = int(state["step"])
         self.counters.update(state["counters"])
         self.reward_stats = [RewardStats(**s) for s in state["reward_stats"]]
@@ -526,12 +608,11 @@ class GRPOTrainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        resume = self._resume_path()
-        if resume is not None:
-            self.load_checkpoint(resume)
-        elif _checkpoints(self.out) and not cfg.overwrite_output_dir:
-            raise RLConfigError(f"{self.out} already holds checkpoints; set resume_from_checkpoint=latest to continue "
-                                f"or overwrite_output_dir=true to start over")
+        resume = self.resume_path
+        if resume is not None and self._resume_state is not None:
+            self._restore(resume, self._resume_state)
+            self._resume_state = None
+        self.dist.barrier()
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             if resume is None:
@@ -574,12 +655,14 @@ class GRPOTrainer:
         if stopped is None:
             last_cp = self.save_checkpoint()
         final = None
-        if cfg.save_final_model and stopped is None and self.dist.main:
-            final = self.model.save_pretrained(self.out / "final", tokenizer=self.tok)
+        plain = self._plain_model() if cfg.save_final_model and stopped is None else None
+        if plain is not None and self.dist.main:
+            final = plain.save_pretrained(self.out / "final", tokenizer=self.tok)
         self.dist.barrier()
         self.dist.close()
         return GRPOResult(output_dir=self.out, steps=self.step, history=self.history, counters=dict(self.counters),
-                          final_model_dir=final, last_checkpoint=last_cp, stopped_early=stopped, model=self.model)
+                          final_model_dir=final, last_checkpoint=last_cp, stopped_early=stopped,
+                          model=plain if plain is not None else self.model)
 
 
 def train_grpo(config: GRPOConfig | dict[str, Any] | str | Path, model: "DreamModel | None" = None,
