@@ -19,7 +19,9 @@ if every test has exactly one passing record and the harness reported completion
 """
 
 import ast
+import itertools
 import json
+import operator
 import os
 import pickle
 import select
@@ -149,7 +151,8 @@ def _make_helpers(pristine, trusted_types):
     containers = (list, tuple, set, frozenset, dict)
     scalars = SAFE_SCALARS
     bases = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
-    scalar_ids = _set(_id(t) for t in scalars)
+    _next, _iter = pristine["next"], pristine["iter"]
+    _is, _repeat = operator.is_, itertools.repeat
     watched = _WATCHED
 
     def one_of(t, types):
@@ -186,8 +189,12 @@ def _make_helpers(pristine, trusted_types):
         return base
 
     def flat_scalars(x):
-        # C-level: the set of the ids of the element types (ids cannot be faked, unlike type equality)
-        return _set(_map(_id, _map(_type, x))) <= scalar_ids
+        """True when every element has the same built-in scalar type (checked by identity, in C: neither a
+        metaclass's __eq__ nor the audit hook that id() would trigger is involved)."""
+        if not _len(x):
+            return True
+        t0 = _type(_next(_iter(x)))
+        return one_of(t0, scalars) and _all(_map(_is, _map(_type, x), _repeat(t0)))
 
     def safe(x, depth=0):
         k = kind(x)
