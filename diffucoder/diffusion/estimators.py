@@ -19,6 +19,13 @@ off. GRPO needs such per-token log-probabilities for the policy ratio and the KL
 - ``d1``: the whole completion masked and each real prompt token masked independently with probability
   ``prompt_mask_prob`` (d1's one-step estimator); ``num_passes`` independent draws are averaged.
 
+Scale (measured by ``benchmarks/estimator_variance.py``): a token's pair term ``1{j in M} logp_t / t`` has
+expectation ``E[logp | j masked at t]``, and the complement's term likewise at ``1 - t``, so one pair's
+per-token expectation is the *sum* of two conditional log-likelihoods, about twice a log-probability;
+``coupled`` / ``decoupled`` estimates are therefore on a larger scale than ``full_mask`` / ``d1`` ones (with the
+full pass, ``(logp_full + 2 m) / 2``). GRPO only uses differences of the same estimator (ratio, k3 KL), and we
+keep the released weighting.
+
 The prompt is never masked except by ``d1``. Masks come from an explicit ``torch.Generator``; plans
 (:class:`MaskPlan`) are drawn once and can be re-used (GRPO's mu inner iterations evaluate the same masks with
 the current, old and reference models). Padding follows the rollout: prompts are left-padded and described by a
