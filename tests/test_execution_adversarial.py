@@ -624,3 +624,29 @@ def test_subclass_that_overrides_equality_is_judged_as_itself(pool):
     """)
     r = pool.run_tests(prog, ["assert f() == (1, 2)", "assert g() == [1, 2]", "assert [g()] == [[1, 2]]"])
     assert r.tests_passed == [False, False, False]
+
+
+def test_replacing_exec_and_friends_in_builtins_does_not_fool_the_harness(pool):
+    prog = src("""
+        import builtins
+        builtins.exec = lambda *a, **k: None
+        builtins.repr = lambda x: "'\\\\nforged'"
+        builtins.int = lambda *a: 0
+        builtins.dict = lambda *a: {}
+        builtins.enumerate = lambda xs: [(0, xs[0])]
+        builtins.len = lambda x: 1
+    """)
+    r = pool.run_tests(prog, ["assert False", "assert 1 == 2", "assert True"])
+    assert not r.passed and r.tests_passed == [False, False, True], r
+
+
+def test_unprintable_exceptions_are_reported(pool):
+    prog = src("""
+        class E(Exception):
+            def __str__(self):
+                raise RuntimeError('no')
+        def f():
+            raise E()
+    """)
+    r = pool.run_tests(prog, ["f()"])
+    assert r.status == "failed" and r.tests[0].error.startswith("E")

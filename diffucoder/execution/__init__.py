@@ -28,9 +28,17 @@ What it protects against (each claim has an adversarial test in ``tests/test_exe
     ``__code__``/``__defaults__``, and opening ``/proc/*/mem``/``fd``/``environ`` are refused by an audit hook
     (which cannot be removed).
  5. Always-equal / always-true objects: every comparison inside a test's ``assert`` goes through type-strict
-    helpers (an object of another type never equals a built-in value; ordering needs built-in values).
- 6. Patched built-ins: tests run with a pristine copy of ``builtins`` taken before the program ran.
- 7. Infinite loops: a wall-clock deadline kills the job; CPU time is limited too (RLIMIT_CPU).
+    helpers (an object of another type never equals a built-in value; ordering needs built-in values). Library
+    subclasses that existed before the program (``defaultdict``, ``Counter``, ``OrderedDict``) and subclasses that
+    override no comparison/container method (``namedtuple``) compare as their built-in base; a subclass that
+    overrides ``__eq__``, ``__iter__``, ... is judged as its own type. EvalPlus-style output checks use the same
+    helpers. (Not covered: arithmetic overrides feeding a computed comparison, e.g. ``abs(f() - 2.0) < 1e-6`` with a
+    float subclass whose ``__sub__`` lies.)
+ 6. Patched built-ins: tests run with a pristine copy of ``builtins`` taken before the program ran, and the
+    harness itself only uses references bound before the program ran (replacing ``builtins.exec``, ``repr``,
+    ``int``, ... changes nothing).
+ 7. Infinite loops: a wall-clock deadline kills the job; CPU time is limited too (RLIMIT_CPU); optional
+    per-test CPU-time limits (``Job.test_time_limits``, EvalPlus's per-input limits).
  8. Sleeping / blocking forever: the wall-clock deadline.
  9. Memory bombs: RLIMIT_AS; the status is ``memory``.
 10. Fork bombs and thread storms: RLIMIT_NPROC binds because programs run under an unprivileged per-worker uid

@@ -399,7 +399,27 @@ def _child(job, fds, nonce, workdir, ident):
 
     import builtins
 
+    # Everything the harness uses after the program has run is bound here, before it runs: the program may
+    # replace anything in `builtins` (exec, repr, int, ...) or in modules, but not these local references.
     pristine = dict(builtins.__dict__)
+    _exec, _repr, _int, _dict, _enumerate, _len, _type, _str = (
+        pristine["exec"], pristine["repr"], pristine["int"], pristine["dict"], pristine["enumerate"],
+        pristine["len"], pristine["type"], pristine["str"])
+    _cpu = time.process_time
+    _BaseException, _MemoryError = BaseException, MemoryError
+
+    def describe(e):
+        try:
+            name = _type(e).__name__
+            text = e.args[0] if (_type(e.args) is tuple and _len(e.args) == 1 and _type(e.args[0]) is _str) else ""
+            out = (name if _type(name) is _str else "?") + ": " + text
+            return out[:300] if _type(out) is _str else "?"
+        except _BaseException:
+            return "<unprintable exception>"
+
+    def quote(text):
+        return _repr(_str(text)[:300]).encode()
+
     helpers = _make_helpers(pristine, TRUSTED_TYPES)
     tests = job["tests"]
     cache = {}
@@ -407,70 +427,67 @@ def _child(job, fds, nonce, workdir, ident):
         codes = [_compile_test(t, i, cache) for i, t in enumerate(tests)]
         setup_code = compile(job["setup"], "<test setup>", "exec") if job.get("setup") else None
     except SyntaxError as e:
-        record(b"test_error " + repr(f"test does not compile: {e}").encode())
+        record(b"test_error " + quote(f"test does not compile: {e}"))
         _exit(0)
     data = job.get("data") or {}
     try:
         program_code = compile(job["program"], "program.py", "exec")
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
-        record(b"syntax_error " + repr(f"{type(e).__name__}: {e}").encode())
+        record(b"syntax_error " + quote(f"{type(e).__name__}: {e}"))
         _exit(0)
+    our_stdout, our_stderr = sys.stdout, sys.stderr
     sys.addaudithook(_make_audit_hook())
     program_globals = {"__name__": "__main__", "__builtins__": builtins, "__file__": "program.py"}
     record(b"started")
     t0 = _perf()
     try:
-        exec(program_code, program_globals)
-    except MemoryError:
+        _exec(program_code, program_globals)
+    except _MemoryError:
         record(b"memory")
         _exit(0)
-    except BaseException as e:  # SystemExit included: ending early is an error, not a pass
-        record(b"program_error " + repr(f"{type(e).__name__}: {_msg(e)}").encode())
+    except _BaseException as e:  # SystemExit included: ending early is an error, not a pass
+        record(b"program_error " + quote(describe(e)))
         _exit(0)
-    record(b"program_ok %d" % int((_perf() - t0) * 1e6))
-    base = dict(program_globals)
+    record(b"program_ok %d" % _int((_perf() - t0) * 1e6))
+    base = _dict(program_globals)
     base["__builtins__"] = pristine
     if setup_code is not None:
         setup_ns = {"__builtins__": pristine}
         setup_ns.update(data)
         setup_ns.update(helpers)
         try:
-            exec(setup_code, setup_ns)
-        except BaseException as e:
-            record(b"test_error " + repr(f"test setup failed: {type(e).__name__}: {_msg(e)}").encode())
+            _exec(setup_code, setup_ns)
+        except _BaseException as e:
+            record(b"test_error " + quote("test setup failed: " + describe(e)))
             _exit(0)
-        base.update({k: v for k, v in setup_ns.items() if k != "__builtins__"})
-    base.update(data)
-    base.update(helpers)
-    _cpu = time.process_time
-    for i, code in enumerate(codes):
-        g = dict(base)
+        for k, v in setup_ns.items():
+            if k != "__builtins__":
+                base[k] = v
+    for k, v in data.items():
+        base[k] = v
+    for k, v in helpers.items():
+        base[k] = v
+    for i, code in _enumerate(codes):
+        g = _dict(base)
         c0 = _cpu()
         t0 = _perf()
         try:
-            exec(code, g)
+            _exec(code, g)
             ok, err = 1, ""
-        except MemoryError:
+        except _MemoryError:
             record(b"memory")
             _exit(0)
-        except BaseException as e:
-            ok, err = 0, f"{type(e).__name__}: {_msg(e)}"
-        wall_us, cpu_us = int((_perf() - t0) * 1e6), int((_cpu() - c0) * 1e6)
-        record(b"test %d %d %d %d %s" % (i, ok, wall_us, cpu_us, repr(err[:300]).encode()))
-    record(b"done %d" % len(codes))
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:
-        pass
+        except _BaseException as e:
+            ok, err = 0, describe(e)
+        wall_us, cpu_us = _int((_perf() - t0) * 1e6), _int((_cpu() - c0) * 1e6)
+        record(b"test %d %d %d %d %s" % (i, ok, wall_us, cpu_us, quote(err)))
+    record(b"done %d" % _len(codes))
+    for stream in (our_stdout, our_stderr):  # our own wrappers (the program may have replaced sys.stdout)
+        try:
+            stream.flush()
+        except _BaseException:
+            pass
     _exit(0)
-
-
-def _msg(e):
-    try:
-        return str(e)[:300]
-    except BaseException:
-        return "<unprintable>"
 
 
 # ----------------------------------------------------------------------------------------------------------------
