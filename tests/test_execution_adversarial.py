@@ -150,6 +150,24 @@ def test_introspection_is_refused(pool, probe):
     assert r.passed, (probe, r.error, r.stderr_tail)
 
 
+def test_no_route_to_ctypes_remains(pool):
+    # ctypes' foreign functions (memmove, ...) raise no audit event, so every path to the module must be gone
+    prog = src("""
+        import sys, __main__
+        routes = []
+        for name in ("ctypes", "_ctypes", "ctypes.util"):
+            try:
+                __import__(name)
+                routes.append(name)
+            except ImportError:
+                pass
+        routes += [k for k in ("ctypes", "_libc", "_prctl") if getattr(__main__, k, None) is not None]
+        routes += [m for m in sys.modules if "ctypes" in m]
+    """)
+    r = pool.run_tests(prog, ["assert routes == []"])
+    assert r.passed, (r.error, r.stderr_tail)
+
+
 def test_namedtuple_and_enum_still_work_under_the_audit_hook(pool):
     prog = src("""
         from collections import namedtuple

@@ -305,6 +305,25 @@ def _compile_test(src, index, cache):
 # ----------------------------------------------------------------------------------------------------------------
 # The child: everything below runs after fork, in the process that executes untrusted code.
 
+def _drop_ctypes():
+    """Remove every route to ctypes from the child (its foreign functions, e.g. memmove, raise no audit event):
+    unload it from sys.modules, drop the zygote's own references; re-importing it is refused by the audit hook."""
+    main = sys.modules.get("__main__")
+    for name in ("ctypes", "_libc", "_prctl"):
+        if main is not None and name in vars(main):
+            setattr(main, name, None)
+    globals()["_libc"] = globals()["_prctl"] = None
+    for name in list(sys.modules):
+        if name == "ctypes" or name.startswith("ctypes.") or name == "_ctypes":
+            del sys.modules[name]
+    for mod in list(sys.modules.values()):
+        d = getattr(mod, "__dict__", None)
+        if isinstance(d, dict):
+            for k, v in list(d.items()):
+                if type(v).__name__ == "module" and getattr(v, "__name__", "").split(".")[0] in ("ctypes", "_ctypes"):
+                    d[k] = None
+
+
 def _make_audit_hook():
     """The child's audit hook. Everything it uses is bound as a default argument, so patching module globals or
     built-ins cannot disarm it, and audit hooks cannot be removed once added."""
@@ -322,6 +341,9 @@ def _make_audit_hook():
             raise _ValueError("sandbox: " + event + " is not allowed")
         if event[:7] == "ctypes.":
             raise _PermissionError("sandbox: " + event + " is not allowed")
+        if event == "import" and args and _isinstance(args[0], _str) and (
+                args[0] == "ctypes" or args[0] == "_ctypes" or args[0][:7] == "ctypes."):
+            raise _PermissionError("sandbox: importing ctypes is not allowed")
         if event == "object.__getattr__" and _len(args) > 1 and args[1] in _frame_attrs:
             raise _AttributeError("sandbox: frame introspection is not allowed")
         if event == "object.__setattr__" and _len(args) > 1 and (args[1] in _frame_attrs or args[1] in _func_attrs):
@@ -373,6 +395,7 @@ def _child(job, fds, nonce, workdir, ident):
             os.setuid(uid)
         if _prctl is not None:
             _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        _drop_ctypes()
         os.environ.clear()
         os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
                            "PYTHONIOENCODING": "utf-8"})
