@@ -58,10 +58,10 @@ def _sample(logits, temperature, top_p, top_k, margin=False, neg_entropy=False):
 
 @torch.no_grad()
 def reference_generate(model, input_ids, attention_mask, max_new_tokens, steps, eps=1e-3, alg="origin",
-                       alg_temp=None, temperature=0.0, top_p=None, top_k=None, logits_hook=None):
+                       alg_temp=None, temperature=0.0, top_p=None, top_k=None, logits_hook=None, mask_id=MASK):
     """Dream's ``_sample`` loop, re-stated; returns the list of canvases after every step."""
     max_length = input_ids.shape[1] + max_new_tokens
-    x = F.pad(input_ids, (0, max_length - input_ids.shape[1]), value=MASK)
+    x = F.pad(input_ids, (0, max_length - input_ids.shape[1]), value=mask_id)
     if attention_mask is not None and torch.any(attention_mask == 0):
         attention_mask = F.pad(attention_mask, (0, max_length - attention_mask.shape[1]), value=1)
         tok_idx = attention_mask.long().cumsum(-1) - 1
@@ -73,7 +73,7 @@ def reference_generate(model, input_ids, attention_mask, max_new_tokens, steps, 
     timesteps = torch.linspace(1, eps, steps + 1)
     history = []
     for i in range(steps):
-        mask_index = x == MASK
+        mask_index = x == mask_id
         logits = model(x, attention_mask, tok_idx).logits
         logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         if logits_hook is not None:
@@ -82,7 +82,7 @@ def reference_generate(model, input_ids, attention_mask, max_new_tokens, steps, 
         t, s = timesteps[i], timesteps[i + 1]
         if alg == "origin":
             p_transfer = 1 - s / t if i < steps - 1 else 1
-            x0 = torch.zeros_like(x[mask_index]) + MASK
+            x0 = torch.zeros_like(x[mask_index]) + mask_id
             transfer = torch.rand(*x0.shape) < p_transfer
             _, x0[transfer] = _sample(mask_logits[transfer], temperature, top_p, top_k)
             x[mask_index] = x0.clone()
@@ -99,7 +99,7 @@ def reference_generate(model, input_ids, attention_mask, max_new_tokens, steps, 
                 else:
                     full_confidence = F.softmax(full_confidence / alg_temp, dim=-1)
                     transfer_index = torch.multinomial(full_confidence, num_samples=n)
-                x_ = torch.zeros_like(x) + MASK
+                x_ = torch.zeros_like(x) + mask_id
                 x_[mask_index] = x0.clone()
                 rows = torch.arange(x.size(0)).unsqueeze(1).expand_as(transfer_index)
                 x[rows, transfer_index] = x_[rows, transfer_index]
@@ -206,3 +206,38 @@ def test_exact_ties_are_broken_as_the_reference(model, alg):
                                     return_dict_in_generate=True, generation_logits_hook_func=tie)
     for a, b in zip(ours.history, ref):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 15.0])
+def test_fast_top_p_equals_the_reference_filter(scale):
+    """The partial-top-k nucleus gives bit-identical filtered logits to the reference's full sort."""
+    from diffucoder.sampling.policies import top_p_filter
+
+    g = torch.Generator().manual_seed(int(scale * 10))
+    for V_ in (100, 3000):
+        x = torch.randn(96, V_, generator=g) * scale
+        x[:, :4] = x[:, 4:8]  # exact ties
+        x[:8, 10:] = float("-inf")  # vocabulary limit
+        for top_p in (0.3, 0.9, 0.95, 0.999):
+            assert torch.equal(top_p_filter(x, top_p), _top_p(x, top_p)), (V_, top_p)
+
+
+def test_large_vocab_sampled_decode_equals_reference():
+    """A 700-id model at temperature 0.3 / top-p 0.95 (the fast nucleus path), seeded alike."""
+    cfg = DreamConfig.preset("tiny", vocab_size=700, mask_token_id=699, tie_word_embeddings=False,
+                             initializer_range=0.5)
+    m = DreamModel(cfg, init_weights=False)
+    m.init_weights(torch.Generator().manual_seed(3))
+    m.eval()
+    hook = lambda step, x, logits: logits.index_fill(-1, torch.tensor([699]), float("-inf"))  # noqa: E731
+    prompts = torch.randint(0, 699, (3, 6), generator=torch.Generator().manual_seed(4))
+    for alg, temp in (("entropy", 0.3), ("maskgit_plus", 0.0)):
+        with torch.random.fork_rng():
+            torch.manual_seed(77)
+            ref = reference_generate(m, prompts.clone(), None, 12, 12, alg=alg, temperature=temp, top_p=0.95,
+                                     logits_hook=hook, mask_id=699)
+        ours = m.diffusion_generate(prompts.clone(), max_new_tokens=12, steps=12, alg=alg, temperature=temp,
+                                    top_p=0.95, output_history=True, return_dict_in_generate=True,
+                                    generation_logits_hook_func=hook, generator=torch.Generator().manual_seed(77))
+        for a, b in zip(ours.history, ref):
+            assert torch.equal(a, b)
