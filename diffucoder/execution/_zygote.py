@@ -334,7 +334,8 @@ def _make_audit_hook():
                            "f_trace", "f_lineno"),
              _func_attrs=("__code__", "__defaults__", "__kwdefaults__", "__closure__", "cell_contents"),
              _str=str, _bytes=bytes, _len=len, _isinstance=isinstance, _fsdecode=os.fsdecode,
-             _ValueError=ValueError, _PermissionError=PermissionError, _AttributeError=AttributeError):
+             _ValueError=ValueError, _PermissionError=PermissionError, _AttributeError=AttributeError,
+             _ImportError=ImportError):
         if event in _blocked:
             # ValueError is what sys._getframe raises for a too-deep frame; library code (collections.namedtuple,
             # enum, typing) already tolerates it
@@ -343,7 +344,7 @@ def _make_audit_hook():
             raise _PermissionError("sandbox: " + event + " is not allowed")
         if event == "import" and args and _isinstance(args[0], _str) and (
                 args[0] == "ctypes" or args[0] == "_ctypes" or args[0][:7] == "ctypes."):
-            raise _PermissionError("sandbox: importing ctypes is not allowed")
+            raise _ImportError("sandbox: importing ctypes is not allowed")
         if event == "object.__getattr__" and _len(args) > 1 and args[1] in _frame_attrs:
             raise _AttributeError("sandbox: frame introspection is not allowed")
         if event == "object.__setattr__" and _len(args) > 1 and (args[1] in _frame_attrs or args[1] in _func_attrs):
