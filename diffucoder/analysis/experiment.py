@@ -115,7 +115,7 @@ def analyze_decoding_order(model: "DreamModel", tokenizer: "DiffuTokenizer", pro
                            temperatures: Sequence[float], max_new_tokens: int = 64, steps: int | None = None,
                            alg: str = "entropy", top_p: float | None = 0.95, samples_per_prompt: int = 1,
                            batch_size: int = 8, seed: int = 0, ks: Sequence[int] = tuple(range(1, 11)),
-                           pass_ks: Sequence[int] = (1, 10), keep_samples: int = 4, progress: bool = True,
+                           pass_ks: Sequence[int] = (1, 5, 10), keep_samples: int = 4, progress: bool = True,
                            ) -> OrderAnalysis:
     """Decode ``prompts`` at each temperature and measure the decoding order (see the module docstring)."""
     from diffucoder.sampling import decode_completions, diffusion_generate
@@ -173,7 +173,8 @@ def analyze_decoding_order(model: "DreamModel", tokenizer: "DiffuTokenizer", pro
             for owner, text in zip(owners, texts):
                 per_task[owner].append(text)
             res.pass_at_k = prompts.pass_at_k(prompts.task_ids, per_task,
-                                              [k for k in pass_ks if k <= samples_per_prompt])
+                                              sorted({k for k in pass_ks if k <= samples_per_prompt}
+                                                     | {samples_per_prompt}))
         analysis.results.append(res)
     if bar is not None:
         bar.close()
@@ -181,52 +182,54 @@ def analyze_decoding_order(model: "DreamModel", tokenizer: "DiffuTokenizer", pro
 
 
 # -- prompt sources --------------------------------------------------------------------------------------------
-INSTRUCT_PREFIX = ("Please provide a self-contained Python script that solves the following problem in a "
-                   "markdown code block:")
-INSTRUCT_PREFILL = ("Below is a Python script with a self-contained function that solves the problem and passes "
-                    "corresponding tests:\n```python\n")
+EVAL_SETS = ("humaneval", "humaneval+", "mbpp+", "synthetic")
 
 
-def _chat(tokenizer: "DiffuTokenizer", user: str, prefill: str = "") -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": user}]) + prefill
+def _eval_dataset(name: str, limit: int | None, seed: int) -> Any:
+    """A ``diffucoder.evaluation`` Dataset; synthetic = held-out rows of ``diffucoder.tasks``."""
+    from diffucoder.evaluation.datasets import Dataset, load_dataset, tasks_from_rows
+
+    if name == "synthetic":
+        import hashlib
+
+        from diffucoder.tasks import dataset as synthetic_rows
+
+        rows = synthetic_rows("test", n=limit or 32, seed=seed)
+        sha = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+        return Dataset("synthetic", tasks_from_rows(rows), f"diffucoder.tasks test split seed {seed}", sha)
+    ds = load_dataset(name)
+    if limit:
+        ds = Dataset(ds.name, ds.tasks[:limit], ds.source, ds.sha256)
+    return ds
 
 
-def load_prompt_set(spec: str, tokenizer: "DiffuTokenizer", chat: bool | None = None, limit: int | None = None,
-                    seed: int = 0, with_tests: bool = False) -> PromptSet:
-    """Prompts from ``spec``: "humaneval", "synthetic" (held-out tasks of ``diffucoder.tasks``) or a file.
+def load_prompt_set(spec: str, tokenizer: "DiffuTokenizer", style: str | None = None, limit: int | None = None,
+                    seed: int = 0, with_tests: bool = False, workers: int | None = None) -> PromptSet:
+    """Prompts from ``spec``: an evaluation set (``humaneval``, ``humaneval+``, ``mbpp+``, ``synthetic`` = held-out
+    ``diffucoder.tasks``) or a file.
 
-    Files: ``.jsonl`` / ``.json`` rows with a ``prompt`` (and optionally ``task_id``), or any other text file as
-    one prompt. ``chat`` wraps each prompt in the chat template (default: on for synthetic tasks, whose prompts
-    are user messages; off for HumanEval, which base models complete; off for files). HumanEval in chat mode
-    uses Qwen2.5-Coder's instruct prompt and pre-filled reply (reference.md section 6). ``with_tests`` attaches a
-    pass@k scorer (needs ``diffucoder.evaluation``).
+    Evaluation sets are prompted as the evaluation harness prompts them (``diffucoder.evaluation.prompts``):
+    ``style`` "base" (complete the task prompt; default for HumanEval / MBPP+), "instruct" (Qwen2.5-Coder's
+    instruct prompt with the pre-filled reply) or "chat" (the prompt as a user turn; default for synthetic).
+    ``with_tests`` attaches a pass@k scorer that sanitises and runs the completions in the sandbox.
+
+    Files: ``.jsonl`` / ``.json`` rows with a ``prompt`` (optionally ``task_id``), or any other text file as one
+    prompt; ``style="chat"`` wraps each in the chat template.
     """
-    if spec == "humaneval":
-        from diffucoder.evaluation.datasets import load_humaneval_dataset
+    if spec in EVAL_SETS:
+        from diffucoder.evaluation.prompts import PromptBuilder
 
-        ds = load_humaneval_dataset()
-        tasks = ds.tasks[:limit] if limit else ds.tasks
-        if chat:
-            texts = [_chat(tokenizer, f"{INSTRUCT_PREFIX}\n```\n{t.prompt.strip()}\n```\n", INSTRUCT_PREFILL)
-                     for t in tasks]
-        else:
-            texts = [t.prompt.strip() + "\n" for t in tasks]
-        ids = [t.task_id for t in tasks]
-        scorer = harness_pass_at_k("humaneval", completion_is_body=not chat) if with_tests else None
-        return PromptSet("humaneval", texts, ids, scorer)
-    if spec == "synthetic":
-        try:
-            from diffucoder.tasks import dataset
-        except ImportError:
-            raise ImportError("the synthetic prompts need diffucoder.tasks, which is not installed") from None
-        rows = dataset("test", n=limit or 32, seed=seed)
-        chat = True if chat is None else chat
-        texts = [_chat(tokenizer, r["prompt"]) if chat else r["prompt"] for r in rows]
-        scorer = harness_pass_at_k("synthetic", rows=rows) if with_tests else None
-        return PromptSet("synthetic", texts, [r["task_id"] for r in rows], scorer)
+        ds = _eval_dataset(spec, limit, seed)
+        style = style or ("chat" if spec == "synthetic" else "base")
+        builder = PromptBuilder(style, chat_template=lambda msgs: tokenizer.apply_chat_template(msgs))
+        texts = [builder.build(t.prompt) for t in ds.tasks]
+        scorer = _harness_scorer(ds, builder, workers) if with_tests else None
+        return PromptSet(spec, texts, [t.task_id for t in ds.tasks], scorer)
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"--prompts {spec!r}: not 'humaneval', 'synthetic' or an existing file")
+        raise FileNotFoundError(f"--prompts {spec!r}: not one of {list(EVAL_SETS)} nor an existing file")
+    if with_tests:
+        raise ValueError(f"pass@k needs an evaluation set ({', '.join(EVAL_SETS)}), not a prompt file")
     if path.suffix in (".jsonl", ".json"):
         raw = path.read_text()
         try:
@@ -244,23 +247,32 @@ def load_prompt_set(spec: str, tokenizer: "DiffuTokenizer", chat: bool | None = 
         prompts, ids = [path.read_text()], [path.name]
     if limit:
         prompts, ids = prompts[:limit], ids[:limit]
-    if with_tests:
-        raise ValueError("pass@k needs an evaluation set: use --prompts humaneval or synthetic")
-    texts = [_chat(tokenizer, p) for p in prompts] if chat else prompts
+    if style not in (None, "base", "chat"):
+        raise ValueError(f"prompt files take style 'base' or 'chat', got {style!r}")
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in prompts] \
+        if style == "chat" else prompts
     return PromptSet(path.name, texts, ids, None)
 
 
-def harness_pass_at_k(dataset_name: str, completion_is_body: bool = False, rows: list[dict] | None = None
-                      ) -> PassAtKFn:
-    """A pass@k scorer built on ``diffucoder.evaluation`` (the evaluation harness)."""
-    try:
-        from diffucoder.evaluation import score_completions  # type: ignore[attr-defined]
-    except ImportError:
-        raise RuntimeError("pass@k needs the evaluation harness (diffucoder.evaluation.score_completions), "
-                           "which has not landed yet; run without --eval") from None
+def _harness_scorer(dataset: Any, builder: Any, workers: int | None) -> PassAtKFn:
+    """pass@k of completions: sanitise as the harness does, run the tests in the sandbox, unbiased estimator."""
+    from diffucoder.evaluation.harness import EvalSettings, score_samples, summarize
+    from diffucoder.evaluation.sanitize import sanitize
+
+    by_id = dataset.by_id()
 
     def score(task_ids: list[str], completions: list[list[str]], ks: Sequence[int]) -> dict[str, float]:
-        return score_completions(dataset_name, task_ids, completions, ks=ks, completion_is_body=completion_is_body,
-                                 rows=rows)
+        import tempfile
+
+        samples = {tid: [sanitize(builder.solution_text(by_id[tid].prompt, c), by_id[tid].entry_point or None)
+                         for c in comps] for tid, comps in zip(task_ids, completions)}
+        settings = EvalSettings(n_samples=min(len(c) for c in completions), ks=tuple(ks),
+                                prompt_style=builder.style, workers=workers)
+        with tempfile.TemporaryDirectory(prefix="diffucoder-analyze-") as tmp:
+            verdicts = score_samples(dataset, samples, tmp, settings, progress=False)
+        scores, _ = summarize(dataset, verdicts, settings)
+        out = dict(scores["base"])
+        out.update({f"plus_{k}": v for k, v in scores.get("plus", {}).items()})
+        return out
 
     return score

@@ -17,7 +17,8 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help="checkpoint folder (config, weights, tokenizer)")
     p.add_argument("--prompts", required=True,
-                   help="'humaneval', 'synthetic' (held-out diffucoder.tasks) or a .jsonl/.json/text file")
+                   help="an evaluation set: 'humaneval', 'humaneval+', 'mbpp+', 'synthetic' (held-out "
+                        "diffucoder.tasks); or a .jsonl/.json/text file of prompts")
     p.add_argument("--temperatures", default="0.2,0.6,1.0,1.2", help="comma-separated sampling temperatures")
     p.add_argument("--out", type=Path, default=Path("analysis"), help="output folder")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -28,10 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=1, help="completions per prompt (for pass@k use 10)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-k", type=int, default=10, help="AR-ness@k for k = 1..max-k")
-    chat = p.add_mutually_exclusive_group()
-    chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap prompts in the chat template")
-    chat.add_argument("--no-chat", dest="chat", action="store_false")
-    p.add_argument("--eval", action="store_true", help="score pass@1 / pass@k (humaneval or synthetic prompts)")
+    p.add_argument("--prompt-style", choices=["base", "instruct", "chat"], default=None,
+                   help="how prompts are presented (default: chat for synthetic, base otherwise)")
+    p.add_argument("--eval", action="store_true",
+                   help="score pass@1 / pass@k of the completions (evaluation sets only; runs code in the sandbox)")
+    p.add_argument("--workers", type=int, default=None, help="sandbox workers for --eval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -59,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         tok = load_tokenizer(args.model)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[args.dtype]
         model = DreamModel.from_pretrained(args.model, torch_dtype=dtype).eval()
-        prompts = load_prompt_set(args.prompts, tok, chat=args.chat, limit=args.limit, seed=args.seed,
-                                  with_tests=args.eval)
+        prompts = load_prompt_set(args.prompts, tok, style=args.prompt_style, limit=args.limit, seed=args.seed,
+                                  with_tests=args.eval, workers=args.workers)
         result = analyze_decoding_order(
             model, tok, prompts, temps, max_new_tokens=args.max_new_tokens, steps=args.steps, alg=args.alg,
             top_p=args.top_p, samples_per_prompt=args.samples, batch_size=args.batch_size, seed=args.seed,
