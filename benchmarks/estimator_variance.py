@@ -75,7 +75,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
     from diffucoder.tokenizer import load_tokenizer, train_tokenizer
 
     tasks = generate_tasks(args.seqs, "test", seed=args.seed)
-    path = find_model(args.model)
+    path = None if args.random else find_model(args.model)
     if path is not None:
         model = DreamModel.from_pretrained(path, torch_dtype=torch.float32)
         tok = load_tokenizer(path)
@@ -224,6 +224,7 @@ def configurations(budgets: list[int]) -> list[tuple[int, str, EstimatorConfig]]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="checkpoint folder (default: newest under runs/, else tiny random)")
+    ap.add_argument("--random", action="store_true", help="use the tiny random model even if a checkpoint exists")
     ap.add_argument("--seqs", type=int, default=8, help="prompt/completion pairs")
     ap.add_argument("--canvas", type=int, default=48, help="completion canvas length")
     ap.add_argument("--draws", type=int, default=200, help="independent estimates per estimator")

@@ -180,3 +180,31 @@ def test_bad_config_errors():
     with pytest.raises(ValueError, match="does not match"):
         plan = draw_mask_plan(EstimatorConfig(), torch.ones(1, 2), 3, generator=gen(0))
         estimate_logp(tiny_model(), torch.zeros(2, 5, dtype=torch.long), None, plan, MASK)
+
+
+def test_variance_benchmark_runs_and_budgets_match(tmp_path, capsys):
+    """benchmarks/estimator_variance.py on tiny settings: equal pass budgets, a table, a JSON file."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("estimator_variance", root / "benchmarks" / "estimator_variance.py")
+    mod = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    for budget, label, cfg in mod.configurations([2, 3, 5]):
+        if cfg.name != "full_mask":
+            assert cfg.passes == budget, label
+    out = tmp_path / "ev.json"
+    assert mod.main(["--random", "--seqs", "2", "--canvas", "12", "--draws", "6", "--budgets", "2",
+                     "--ref-grid", "2", "--ref-per-t", "2", "--boot", "5", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    names = [r["estimator"] for r in res["rows"]]
+    assert names == ["coupled(l=1)", "decoupled(l=1)", "d1(p=0.15,x2)", "full_mask"]
+    fm = res["rows"][-1]
+    assert fm["tok_sd"] == 0.0, "full_mask is deterministic"
+    assert all(0.0 <= r["tok_sd_lo"] <= r["tok_sd_hi"] and r["seq_sd_lo"] <= r["seq_sd_hi"] for r in res["rows"])
+    assert "tok_sd" in capsys.readouterr().out
