@@ -119,7 +119,8 @@ class GRPOConfig:
     estimator_passes: int | None = None
     """d1: draws averaged (default 1)."""
     logp_micro_batch_size: int | None = None
-    """Rows (pass x sequence) per forward/backward in the log-prob passes (None: one sequence's passes)."""
+    """Sequences per forward/backward of the log-prob passes (each sequence is forwarded once per estimator
+    pass); None: the whole per-device batch at once. Gradients accumulate exactly over micro-batches."""
 
     # -- optimisation ------------------------------------------------------------------------------------
     learning_rate: float = 1e-6
