@@ -586,6 +586,7 @@ def test_many_programs_no_leaks(pool):
 # the fallback ------------------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not ROOT, reason="the rlimits fallback drops to a per-worker uid only as root")
+@pytest.mark.filterwarnings("ignore:diffucoder.execution:RuntimeWarning")  # e.g. an interpreter under /root
 def test_rlimits_fallback_still_judges_and_cleans_up():
     with SandboxPool(workers=1, config=SandboxConfig(isolation="rlimits", timeout_s=2)) as p:
         assert p.isolation == "rlimits"

@@ -109,20 +109,22 @@ class _CompareRewriter(ast.NodeTransformer):
 
 def _all_types():
     """ids of every class that exists now (in the zygote, before any untrusted code): trusted library types."""
-    seen, stack = set(), [object]
+    seen, stack = {}, [object]
     while stack:
         t = stack.pop()
         if id(t) in seen:
             continue
-        seen.add(id(t))
+        seen[id(t)] = t
         try:
             stack.extend(type.__subclasses__(t))
         except TypeError:
             pass
-    return frozenset(seen)
+    _KEEP_ALIVE.extend(seen.values())  # an id is only unique while its object lives: a freed class's id could be
+    return frozenset(seen)              # reused by a class the program creates
 
 
 TRUSTED_TYPES = frozenset()
+_KEEP_ALIVE = []
 
 
 # Methods whose override makes a subclass of a built-in behave differently from it in our checks.
@@ -760,6 +762,21 @@ def run_job(job, state):
     }
 
 
+def _stdlib_readable_as(uid, gid):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            os.listdir(os.path.dirname(os.__file__))
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     ctrl_in, ctrl_out = os.dup(0), os.dup(1)
@@ -776,6 +793,12 @@ def main():
     global TRUSTED_TYPES
     TRUSTED_TYPES = _all_types()
     uid = cfg.get("uid")
+    uid_note = ""
+    if uid is not None and not _stdlib_readable_as(uid, cfg.get("gid", uid)):
+        # e.g. an interpreter under /root (0700) without namespaces. Safety first: keep the unprivileged uid (it is
+        # what bounds fork bombs when we are root); programs can then import only the pre-imported modules.
+        uid_note = ("the interpreter's files are not readable by the sandbox's unprivileged uid: programs can import "
+                    "only the pre-imported modules (install bubblewrap: scripts/install_sandbox.sh)")
     state = {
         "ident": (uid, cfg.get("gid", uid)) if uid is not None else (None, None),
         "work_root": cfg["work_root"],
@@ -784,7 +807,7 @@ def main():
     }
     os.makedirs(state["work_root"], exist_ok=True)
     os.chmod(state["work_root"], 0o711)
-    _send(ctrl_out, {"ready": True, "pid": os.getpid(), "in_pidns": state["in_pidns"], "uid": uid,
+    _send(ctrl_out, {"ready": True, "pid": os.getpid(), "in_pidns": state["in_pidns"], "uid": uid, "uid_note": uid_note,
                      "python": sys.version.split()[0]})
     while True:
         try:

@@ -33,6 +33,9 @@ DEFAULT_PREIMPORT = (
     "ast", "resource", "io", "random", "math", "cmath", "re", "string", "itertools", "functools", "collections",
     "collections.abc", "heapq", "bisect", "typing", "operator", "copy", "statistics", "fractions", "decimal",
     "datetime", "json", "hashlib", "array", "enum", "dataclasses", "textwrap", "unicodedata", "numbers",
+    "threading", "queue", "struct", "base64", "binascii", "zlib", "calendar", "pprint", "difflib", "contextlib",
+    "weakref", "types", "abc", "signal", "socket", "subprocess", "tempfile", "shutil", "glob", "pathlib",
+    "string", "secrets", "uuid", "time", "locale", "sys", "os",
 )
 
 
@@ -181,6 +184,8 @@ def _bwrap_args(cfg: SandboxConfig, bwrap: str, root: bool) -> list[str]:
 @lru_cache(maxsize=None)
 def _probe(isolation: str) -> IsolationInfo:
     root = os.geteuid() == 0
+    if isolation == "auto" and os.environ.get("DIFFUCODER_SANDBOX") == "rlimits":
+        return IsolationInfo("rlimits", None, root, "DIFFUCODER_SANDBOX=rlimits")
     if isolation == "rlimits":
         return IsolationInfo("rlimits", None, root, "rlimits requested")
     bwrap = shutil.which("bwrap")
@@ -269,6 +274,9 @@ class _Worker:
             self.kill()
             raise SandboxError(f"sandbox worker failed to start: {err}")
         self.in_pidns = hello["in_pidns"]
+        self.uid = hello.get("uid")
+        if hello.get("uid_note"):
+            warnings.warn(f"diffucoder.execution: {hello['uid_note']}", RuntimeWarning, stacklevel=2)
 
     def _drain_stderr(self, proc: subprocess.Popen) -> None:
         for line in iter(proc.stderr.readline, b""):
