@@ -296,3 +296,18 @@ def test_cut_at_stop():
     assert cut_at_stop([PAD, 5], [EOS, PAD]) == []
     seq = torch.tensor([[9, 9, 3, 4, PAD, PAD], [9, 9, 3, 4, 5, 6]])
     assert completion_ids(seq, 2, [EOS, PAD]) == [[3, 4], [3, 4, 5, 6]]
+
+
+def test_categorical_draw_matches_the_distribution():
+    from diffucoder.sampling.policies import categorical_draw
+
+    probs = torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.0, 0.3, 0.7, 0.0]]).repeat(20000, 1)  # (40000, 4)
+    ids = categorical_draw(probs, _gen(0)).view(20000, 2)
+    freq0 = torch.bincount(ids[:, 0], minlength=4).float() / 20000
+    freq1 = torch.bincount(ids[:, 1], minlength=4).float() / 20000
+    # binomial std at n=20000 is at most 0.0035: 0.02 is > 5 sigma
+    assert torch.allclose(freq0, torch.tensor([0.5, 0.0, 0.2, 0.3]), atol=0.02) and freq0[1] == 0
+    assert torch.allclose(freq1, torch.tensor([0.0, 0.3, 0.7, 0.0]), atol=0.02) and freq1[0] == freq1[3] == 0
+    # unnormalised rows work too (only ratios matter)
+    ids2 = categorical_draw(torch.tensor([[0.0, 2.0, 0.0]]).repeat(100, 1), _gen(1))
+    assert (ids2 == 1).all()

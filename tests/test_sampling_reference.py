@@ -161,7 +161,7 @@ def test_greedy_equals_reference_with_left_padding(model):
 @pytest.mark.parametrize("alg,alg_temp,temperature", [("origin", None, 1.0), ("entropy", 0.5, 0.0),
                                                       ("maskgit_plus", 0.3, 0.8)])
 def test_seeded_draws_follow_the_reference_rng_stream(model, alg, alg_temp, temperature):
-    """Our generator receives the same draws, in the same order, as the reference's global RNG."""
+    """With reference_draws, our generator makes the same draws, in the same order, as the reference's RNG."""
     prompts = _prompts(2, 5, seed=5)
     with torch.random.fork_rng():
         torch.manual_seed(2024)
@@ -170,7 +170,7 @@ def test_seeded_draws_follow_the_reference_rng_stream(model, alg, alg_temp, temp
     ours = model.diffusion_generate(prompts.clone(), max_new_tokens=10, steps=10, alg=alg, alg_temp=alg_temp,
                                     temperature=temperature, top_p=0.95, output_history=True,
                                     return_dict_in_generate=True, generation_logits_hook_func=no_mask_logit,
-                                    generator=torch.Generator().manual_seed(2024))
+                                    generator=torch.Generator().manual_seed(2024), reference_draws=True)
     for a, b in zip(ours.history, ref):
         assert torch.equal(a, b)
 
@@ -238,6 +238,7 @@ def test_large_vocab_sampled_decode_equals_reference():
                                      logits_hook=hook, mask_id=699)
         ours = m.diffusion_generate(prompts.clone(), max_new_tokens=12, steps=12, alg=alg, temperature=temp,
                                     top_p=0.95, output_history=True, return_dict_in_generate=True,
-                                    generation_logits_hook_func=hook, generator=torch.Generator().manual_seed(77))
+                                    generation_logits_hook_func=hook, generator=torch.Generator().manual_seed(77),
+                                    reference_draws=True)
         for a, b in zip(ours.history, ref):
             assert torch.equal(a, b)

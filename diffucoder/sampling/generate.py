@@ -26,9 +26,12 @@ differences (each coincides with the reference whenever the reference itself beh
   positions ``cumsum(mask) - 1``), so each row decodes exactly as it would alone; the reference builds the
   equivalent 4-D mask. Right padding is refused.
 - **Randomness** comes only from ``generator`` (every ``torch.rand`` / ``torch.multinomial`` call receives it;
-  with ``generator=None`` torch's default generator is used, exactly as the reference does). The draws are the
-  reference's draws in the reference's order, so a generator seeded like the reference's global RNG reproduces
-  its ``origin`` reveals.
+  with ``generator=None`` torch's default generator is used, as the reference does). Reveal draws (``origin``'s
+  ``torch.rand``, ``alg_temp``'s ``torch.multinomial``) are the reference's draws in the reference's order.
+  Sampled *tokens* use an inverse-CDF draw (one uniform per position) unless ``reference_draws=True``, which
+  uses the reference's ``torch.multinomial`` (one exponential per vocabulary entry per position, the main cost
+  of small-model decoding on a CPU): then a generator seeded like the reference's global RNG reproduces the
+  reference's sampled output too.
 
 Extensions (off by default): LLaDA-style semi-autoregressive blocks (``block_length``), Fast-dLLM-style parallel
 threshold decoding (``threshold``: reveal every position whose chosen token has probability above it, at least
@@ -143,6 +146,7 @@ def diffusion_generate(
     stop_token_ids: Sequence[int] | None = None,
     stop_token_penalty: float = 0.0,
     progress: bool = False,
+    reference_draws: bool = False,
     input_ids: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> torch.Tensor | GenerationOutput:
@@ -162,7 +166,10 @@ def diffusion_generate(
     ``block_length`` (semi-AR blocks; ``steps`` is split evenly between them), ``threshold`` (parallel decoding,
     ``steps`` then unused), ``vocab_limit`` (the tokenizer's size: larger ids are never produced),
     ``stop_token_ids`` + ``stop_token_penalty`` (subtracted from the confidence of positions whose chosen token is
-    end-of-text / pad; default ids: the config's eos and pad), ``progress`` (a tqdm bar).
+    end-of-text / pad; default ids: the config's eos and pad), ``progress`` (a tqdm bar), ``reference_draws``
+    (sample tokens with ``torch.multinomial`` exactly as the reference, so that a generator seeded like the
+    reference's global RNG reproduces its sampled output; by default an inverse-CDF draw with one uniform per
+    position, the same distribution at a fraction of the cost).
 
     Returns the (B, P + max_new_tokens) sequences, or with ``return_dict_in_generate=True`` a
     :class:`GenerationOutput` with ``.sequences``, ``.history`` (a list of canvases when ``output_history``) and
@@ -338,14 +345,15 @@ def diffusion_generate(
                     first_conf[candidate] = probe.max(-1).values.float()
                 if bool(transfer.any()):
                     choice = sample_tokens(flat_logits[transfer], "origin", temperature, top_p, top_k,
-                                           generator=generator, forbidden_ids=forbidden)
+                                           generator=generator, forbidden_ids=forbidden,
+                                           reference_draws=reference_draws)
                     idx = candidate.nonzero()[transfer]  # (n, 2)
                     selected[idx[:, 0], idx[:, 1]] = True
                     new_x[idx[:, 0], idx[:, 1]] = choice.tokens
                     full_conf[idx[:, 0], idx[:, 1]] = choice.confidence
             elif flat_logits.shape[0]:
                 choice = sample_tokens(flat_logits, alg, temperature, top_p, top_k, generator=generator,
-                                       forbidden_ids=forbidden)
+                                       forbidden_ids=forbidden, reference_draws=reference_draws)
                 conf = choice.confidence
                 if stop_token_penalty and stop_t is not None:
                     raw_conf = full_conf.clone()

@@ -135,14 +135,30 @@ def process_logits(logits: torch.Tensor, temperature: float, top_p: float | None
     return logits
 
 
+def categorical_draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One id per row of ``probs`` (N, V) (non-negative, rows with positive mass), by inverse CDF.
+
+    One uniform per row: ``torch.multinomial(probs, 1)`` instead draws one exponential per *vocabulary entry*
+    (its Gumbel-max fast path), which dominates small-model decoding on a CPU. Zero-probability ids are never
+    drawn. Returns (N,) long.
+    """
+    N, V = probs.shape
+    cdf = probs.double().cumsum(-1)  # (N, V)
+    u = torch.rand(N, 1, dtype=torch.float64, device=probs.device, generator=generator) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first id whose cdf exceeds u
+    last = (probs > 0).to(torch.int64).cumsum(-1).argmax(-1)  # the last id with positive probability
+    return torch.minimum(idx, last)
+
+
 def sample_tokens(logits: torch.Tensor, alg: str, temperature: float = 0.0, top_p: float | None = None,
                   top_k: int | None = None, generator: torch.Generator | None = None,
-                  forbidden_ids: tuple[int, ...] = ()) -> StepChoice:
+                  forbidden_ids: tuple[int, ...] = (), reference_draws: bool = False) -> StepChoice:
     """Choose a token for each row of ``logits`` (N, V) and score it with ``alg``'s confidence.
 
-    With ``temperature > 0`` the token is drawn with ``torch.multinomial(probs, 1, replacement=True,
-    generator=generator)`` (the draw ``torch.distributions.Categorical.sample`` makes in the reference), else it
-    is the arg-max.
+    With ``temperature > 0`` the token is drawn by :func:`categorical_draw`, or with ``reference_draws`` by
+    ``torch.multinomial(probs, 1, replacement=True, generator=generator)``, the draw the reference's
+    ``Categorical.sample`` makes (same seed, same tokens as the reference; much slower on a CPU). At
+    temperature 0 it is the arg-max.
     """
     if alg not in ALGORITHMS:
         raise ValueError(f"unknown alg {alg!r}; choose one of {list(ALGORITHMS)}")
@@ -159,7 +175,10 @@ def sample_tokens(logits: torch.Tensor, alg: str, temperature: float = 0.0, top_
             if bool(dead.any()):
                 best = logits[dead].masked_fill(forbid, float("-inf")).argmax(-1)
                 choose_from[dead] = F.one_hot(best, probs.shape[-1]).to(choose_from.dtype)
-        tokens = torch.multinomial(choose_from, 1, replacement=True, generator=generator).squeeze(-1)  # (N,)
+        if reference_draws:
+            tokens = torch.multinomial(choose_from, 1, replacement=True, generator=generator).squeeze(-1)  # (N,)
+        else:
+            tokens = categorical_draw(choose_from, generator)  # (N,)
         chosen_prob = probs.gather(-1, tokens[:, None]).squeeze(-1)
     elif forbid is None:
         chosen_prob, tokens = probs.max(dim=-1)
