@@ -307,23 +307,27 @@ def _compile_test(src, index, cache):
 # ----------------------------------------------------------------------------------------------------------------
 # The child: everything below runs after fork, in the process that executes untrusted code.
 
-def _drop_ctypes():
-    """Remove every route to ctypes from the child (its foreign functions, e.g. memmove, raise no audit event):
-    unload it from sys.modules, drop the zygote's own references; re-importing it is refused by the audit hook."""
-    main = sys.modules.get("__main__")
-    for name in ("ctypes", "_libc", "_prctl"):
-        if main is not None and name in vars(main):
-            setattr(main, name, None)
-    globals()["_libc"] = globals()["_prctl"] = None
-    for name in list(sys.modules):
-        if name == "ctypes" or name.startswith("ctypes.") or name == "_ctypes":
-            del sys.modules[name]
+_CTYPES_REFS = []  # (namespace dict, key) pairs holding a ctypes module, found once in the zygote
+
+
+def _find_ctypes_refs():
     for mod in list(sys.modules.values()):
         d = getattr(mod, "__dict__", None)
         if isinstance(d, dict):
             for k, v in list(d.items()):
-                if type(v).__name__ == "module" and getattr(v, "__name__", "").split(".")[0] in ("ctypes", "_ctypes"):
-                    d[k] = None
+                if type(v).__name__ == "module" and str(getattr(v, "__name__", "")).split(".")[0] in ("ctypes",
+                                                                                                    "_ctypes"):
+                    _CTYPES_REFS.append((d, k))
+
+
+def _drop_ctypes():
+    """Remove every route to ctypes from the child (its foreign functions, e.g. memmove, raise no audit event):
+    unload it from sys.modules, drop the references found at start-up; re-importing is refused by the audit hook."""
+    for d, k in _CTYPES_REFS:
+        d[k] = None
+    globals()["_libc"] = globals()["_prctl"] = None
+    for name in [n for n in sys.modules if n == "ctypes" or n == "_ctypes" or n.startswith("ctypes.")]:
+        del sys.modules[name]
 
 
 def _make_audit_hook():
@@ -608,7 +612,7 @@ def _kill_leftovers(child_pid, ident, in_pidns):
                 except (ProcessLookupError, PermissionError):
                     pass
         _reap()
-        if not _descendants(os.getpid()) and (uid is None or not _uid_procs(uid)):
+        if not _descendants(os.getpid()) and (in_pidns or uid is None or not _uid_procs(uid)):
             return True
         if time.monotonic() > deadline:
             return False  # the host restarts this worker (and with it, everything in its namespace)
@@ -792,6 +796,7 @@ def main():
             pass
     global TRUSTED_TYPES
     TRUSTED_TYPES = _all_types()
+    _find_ctypes_refs()
     uid = cfg.get("uid")
     uid_note = ""
     if uid is not None and not _stdlib_readable_as(uid, cfg.get("gid", uid)):

@@ -28,14 +28,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "syntax_error", "sandbox_error")
 
-# Modules the worker imports once so that each forked program finds them ready (what HumanEval/MBPP code uses).
+# Modules the worker imports once so that each forked program finds them ready: what HumanEval/MBPP code imports
+# most. Kept lean on purpose: forking costs time in proportion to the worker's memory (0.6 ms bare, ~1.4 ms with
+# these, ~3.7 ms with 150 modules); anything else is imported by the program itself as usual.
 DEFAULT_PREIMPORT = (
-    "ast", "resource", "io", "random", "math", "cmath", "re", "string", "itertools", "functools", "collections",
-    "collections.abc", "heapq", "bisect", "typing", "operator", "copy", "statistics", "fractions", "decimal",
-    "datetime", "json", "hashlib", "array", "enum", "dataclasses", "textwrap", "unicodedata", "numbers",
-    "threading", "queue", "struct", "base64", "binascii", "zlib", "calendar", "pprint", "difflib", "contextlib",
-    "weakref", "types", "abc", "signal", "socket", "subprocess", "tempfile", "shutil", "glob", "pathlib",
-    "string", "secrets", "uuid", "time", "locale", "sys", "os",
+    "ast", "resource", "io", "random", "math", "re", "string", "itertools", "functools", "collections", "heapq",
+    "bisect", "typing", "operator", "copy", "hashlib",
 )
 
 
