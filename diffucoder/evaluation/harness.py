@@ -42,8 +42,6 @@ class EvalSettings:
     prompt_style: str = "base"
     batch_size: int = 8
     """Prompts per ``generate`` call."""
-    sanitize_samples: bool = True
-    """Sanitise generated samples (always) / given samples (only when True with ``--sanitize``)."""
     workers: int | None = None
     timeout_scale: float = 1.0
     """Multiplies every task's time limits (slow machines)."""
@@ -298,7 +296,15 @@ def evaluate(dataset: Dataset, out_dir: str | Path, settings: EvalSettings, *, s
     if sanitize_given:
         by_id = dataset.by_id()
         samples = {t: [sanitize(s, by_id[t].entry_point or None) for s in ss] for t, ss in samples.items()}
-    verdicts = score_samples(dataset, samples, out, settings, pool, progress)
+    from diffucoder.execution import SandboxPool
+
+    own_pool = pool is None
+    pool = pool or SandboxPool(workers=settings.workers)
+    try:
+        verdicts = score_samples(dataset, samples, out, settings, pool, progress)
+    finally:
+        if own_pool:
+            pool.close()
     scores, per_task = summarize(dataset, verdicts, settings)
     results = {
         "dataset": dataset.name,
@@ -309,6 +315,7 @@ def evaluate(dataset: Dataset, out_dir: str | Path, settings: EvalSettings, *, s
         "n_tasks": len(per_task),
         "pass_at_k": scores,
         "settings": {**asdict(settings), "sanitize_given": sanitize_given, "isolation": isolation_level(),
+                     "sandbox": {**asdict(pool.config), "workers": pool.n_workers},
                      "python": platform.python_version(), "platform": platform.platform(),
                      "argv": sys.argv},
         "started_unix": started,
