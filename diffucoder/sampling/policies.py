@@ -135,19 +135,26 @@ def process_logits(logits: torch.Tensor, temperature: float, top_p: float | None
     return logits
 
 
-def categorical_draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One id per row of ``probs`` (N, V) (non-negative, rows with positive mass), by inverse CDF.
+def categorical_draw(probs: torch.Tensor, generator: torch.Generator | None = None,
+                     forbidden_ids: tuple[int, ...] = ()) -> torch.Tensor:
+    """One id per row of ``probs`` (N, V) (non-negative weights), by inverse CDF; ``forbidden_ids`` never drawn.
 
     One uniform per row: ``torch.multinomial(probs, 1)`` instead draws one exponential per *vocabulary entry*
-    (its Gumbel-max fast path), which dominates small-model decoding on a CPU. Zero-probability ids are never
-    drawn. Returns (N,) long.
+    (its Gumbel-max fast path), which dominates small-model decoding on a CPU. Zero-weight ids are never drawn;
+    a row with no allowed weight gets -1. Returns (N,) long.
     """
     N, V = probs.shape
-    cdf = probs.double().cumsum(-1)  # (N, V)
-    u = torch.rand(N, 1, dtype=torch.float64, device=probs.device, generator=generator) * cdf[:, -1:]
+    w = probs.double()  # (N, V), a copy we may edit
+    if forbidden_ids:
+        w[:, list(forbidden_ids)] = 0.0
+    cdf = w.cumsum_(-1)  # (N, V)
+    total = cdf[:, -1:]
+    u = torch.rand(N, 1, dtype=torch.float64, device=probs.device, generator=generator) * total
     idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first id whose cdf exceeds u
-    last = (probs > 0).to(torch.int64).cumsum(-1).argmax(-1)  # the last id with positive probability
-    return torch.minimum(idx, last)
+    # rounding can put u at the very top: take the last id that adds weight (the cdf's first maximum)
+    last = cdf.argmax(-1)
+    idx = torch.minimum(idx, last)
+    return torch.where(total.squeeze(-1) > 0, idx, torch.full_like(idx, -1))
 
 
 def sample_tokens(logits: torch.Tensor, alg: str, temperature: float = 0.0, top_p: float | None = None,
@@ -158,37 +165,42 @@ def sample_tokens(logits: torch.Tensor, alg: str, temperature: float = 0.0, top_
     With ``temperature > 0`` the token is drawn by :func:`categorical_draw`, or with ``reference_draws`` by
     ``torch.multinomial(probs, 1, replacement=True, generator=generator)``, the draw the reference's
     ``Categorical.sample`` makes (same seed, same tokens as the reference; much slower on a CPU). At
-    temperature 0 it is the arg-max.
+    temperature 0 it is the arg-max. A row whose whole mass sits on forbidden ids gets its best allowed logit.
     """
     if alg not in ALGORITHMS:
         raise ValueError(f"unknown alg {alg!r}; choose one of {list(ALGORITHMS)}")
     probs = torch.softmax(process_logits(logits, temperature, top_p, top_k), dim=-1)  # (N, V)
-    forbid = None
-    if forbidden_ids:
-        forbid = torch.zeros(probs.shape[-1], dtype=torch.bool, device=probs.device)
-        forbid[list(forbidden_ids)] = True
+    forbid = list(forbidden_ids)
+
+    def best_allowed(rows: torch.Tensor) -> torch.Tensor:
+        return logits[rows].index_fill(-1, torch.tensor(forbid, device=logits.device), float("-inf")).argmax(-1)
+
     if temperature > 0:
-        choose_from = probs if forbid is None else probs.masked_fill(forbid, 0.0)
-        if forbid is not None:
-            # a row whose whole mass sits on forbidden ids falls back to the best allowed logit
+        if reference_draws:
+            choose_from = probs.index_fill(-1, torch.tensor(forbid, device=probs.device), 0.0) if forbid else probs
             dead = choose_from.sum(-1) <= 0
             if bool(dead.any()):
-                best = logits[dead].masked_fill(forbid, float("-inf")).argmax(-1)
-                choose_from[dead] = F.one_hot(best, probs.shape[-1]).to(choose_from.dtype)
-        if reference_draws:
+                choose_from[dead] = F.one_hot(best_allowed(dead), probs.shape[-1]).to(choose_from.dtype)
             tokens = torch.multinomial(choose_from, 1, replacement=True, generator=generator).squeeze(-1)  # (N,)
         else:
-            tokens = categorical_draw(choose_from, generator)  # (N,)
+            tokens = categorical_draw(probs, generator, forbidden_ids)  # (N,)
+            dead = tokens < 0
+            if bool(dead.any()):
+                tokens[dead] = best_allowed(dead)
         chosen_prob = probs.gather(-1, tokens[:, None]).squeeze(-1)
-    elif forbid is None:
-        chosen_prob, tokens = probs.max(dim=-1)
     else:
-        # the same arg-max as probs.max() unless a forbidden id is the maximum
-        tokens = probs.masked_fill(forbid, -1.0).max(dim=-1).indices
-        dead = probs.masked_fill(forbid, 0.0).amax(-1) <= 0
-        if bool(dead.any()):
-            tokens[dead] = logits[dead].masked_fill(forbid, float("-inf")).argmax(-1)
-        chosen_prob = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        chosen_prob, tokens = probs.max(dim=-1)
+        if forbid:
+            # rare: a forbidden id is the maximum; redo those rows without it (the same arg-max otherwise)
+            bad = torch.isin(tokens, torch.tensor(forbid, device=tokens.device))
+            if bool(bad.any()):
+                rows = probs[bad].index_fill(-1, torch.tensor(forbid, device=probs.device), -1.0)
+                fixed = rows.max(-1).indices
+                no_mass = rows.amax(-1) <= 0
+                if bool(no_mass.any()):
+                    fixed[no_mass] = best_allowed(bad.nonzero().squeeze(-1)[no_mass])
+                tokens[bad] = fixed
+                chosen_prob = probs.gather(-1, tokens[:, None]).squeeze(-1)
     if alg == "topk_margin":
         top2 = torch.topk(probs, 2, dim=-1).values if probs.shape[-1] > 1 else torch.cat(
             [probs, torch.zeros_like(probs)], -1)
