@@ -81,6 +81,8 @@ def test_resume_never_refuses_existing_checkpoints(tmp_path, tokenizer_dir):
     # keep_last=2: only the newest checkpoints remain
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000002",
                                                                                     "step_00000003"]
+    with pytest.raises(ConfigError, match="seed"):
+        train(cfg_for(tmp_path, tokenizer_dir, "optim.steps=4", "seed=1"))
 
 
 def test_noise_rows_conditions_truncation_and_annealing():

@@ -467,6 +467,9 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.optim.steps, cfg.optim.min_lr_ratio))
     start_step, tokens_seen = 0, 0
+    if loaded is not None and loaded.trainer_state.get("seed", cfg.seed) != cfg.seed:
+        raise ConfigError(f"{loaded.path} was written with seed {loaded.trainer_state['seed']}, the config says "
+                          f"{cfg.seed}: resuming would not continue the same run (use another run_dir)")
     if loaded is not None:
         _load_optimizer_state(optimizer, objective, loaded.trainer_state["optimizer"], info, cfg.runtime.fsdp)
         scheduler.load_state_dict(loaded.trainer_state["scheduler"])
