@@ -272,6 +272,9 @@ def diffusion_generate(
     if threshold is None and steps // n_blocks > N // n_blocks:
         warnings.warn(f"steps per block ({steps // n_blocks}) exceed the tokens per block ({N // n_blocks}): "
                       f"the extra steps reveal nothing but still cost a forward pass each", stacklevel=2)
+    if generator is not None and generator.device.type != model.device.type:
+        raise GenerationError(f"generator is on {generator.device} but the model on {model.device}: create it "
+                              f"with torch.Generator(device=...) on the model's device")
     tokens_hook = generation_tokens_hook_func or (lambda step, x, logits: x)
     logits_hook = generation_logits_hook_func or (lambda step, x, logits: logits)
 
@@ -321,7 +324,10 @@ def diffusion_generate(
             if threshold is None:
                 if i >= steps_per_block:
                     break
-            elif not bool(candidate.any()) or i >= max_iters:
+            elif not bool(candidate.any()):
+                break
+            elif i >= max_iters:  # only a hook that keeps re-masking gets here
+                warnings.warn(f"threshold decoding stopped after {i} steps with masks left", stacklevel=2)
                 break
             logits = model.token_logits(x, attn)  # (B, L, V), logits[:, j] predicts x[:, j]
             logits = logits_hook(global_step, x, logits)
