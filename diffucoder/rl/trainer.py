@@ -400,8 +400,10 @@ class GRPOTrainer:
         batch = _Batch(input_ids=ro.input_ids, attention_mask=ro.attention_mask, completion_mask=cmask,
                        advantages=adv, plan=plan, ref_logp=None)
         if self.ref is not None:
+            mb = self._rows_per_forward()
             with torch.no_grad():
-                batch.ref_logp = self._logp(self.ref, batch).detach().cpu()
+                batch.ref_logp = torch.cat([self._logp(self.ref, batch, slice(s, s + mb)).float().cpu()
+                                            for s in range(0, batch.input_ids.shape[0], mb)])
         # local sums, reduced across ranks when logged
         N = rewards.numel()
         m = {
@@ -461,8 +463,8 @@ class GRPOTrainer:
                             batch.completion_mask[rows].to(self.device), ref_logp=ref, beta=cfg.beta,
                             epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, normalizer=total_tokens)
             if not torch.isfinite(out.loss):
-                finite = False
-                break
+                finite = False  # still run backward: every rank must take part in the same collectives;
+                # the step is skipped below on all ranks together
             # FSDP averages gradients over ranks; the loss is already divided by the global token count
             (out.loss * (self.dist.world if self.fsdp else 1)).backward()
             sums["loss"] += float(out.loss.detach())
@@ -521,7 +523,7 @@ class GRPOTrainer:
         mean = m["reward_sum"] / n
         rec: dict[str, Any] = {
             "step": self.step, "rollout_batch": self.step // self.cfg.num_iterations, "iteration": iteration,
-            "lr": upd["lr"], "loss": loss,
+            "lr": upd["lr"], "loss": loss if math.isfinite(loss) else None,
             "reward_mean": mean, "reward_std": math.sqrt(max(0.0, m["reward_sq"] / n - mean ** 2)),
             "zero_variance_frac": m["zero_var_groups"] / max(m["groups"], 1.0),
             "clip_frac": clipped / max(tokens, 1.0), "kl": kl / max(tokens, 1.0) if self.ref is not None else 0.0,
@@ -530,7 +532,8 @@ class GRPOTrainer:
             "rollout_tok_s": m["rollout_tokens"] / max(m["rollout_seconds"] / self.dist.world, 1e-9)
             if iteration == 0 else None,
             "update_tok_s": utok / max(upd["update_seconds"], 1e-9),
-            "grad_norm": upd["grad_norm"], "skipped_update": bool(upd["skipped"]),
+            "grad_norm": upd["grad_norm"] if math.isfinite(upd["grad_norm"]) else None,
+            "skipped_update": bool(upd["skipped"]),
         }
         for k in keys:
             if k.startswith("reward_sum/"):
