@@ -227,9 +227,19 @@ def _ground_truth(program: str, entry_point: str, inputs: list, not_none: bool) 
 
 
 def _cache_dir() -> Path:
-    d = Path(os.environ.get("DIFFUCODER_CACHE", Path.home() / ".cache" / "diffucoder")) / "evalplus"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """Where expected outputs are cached: $DIFFUCODER_CACHE, else ~/.cache/diffucoder, else the temp dir."""
+    import tempfile
+
+    for root in (os.environ.get("DIFFUCODER_CACHE"), Path.home() / ".cache" / "diffucoder",
+                 Path(tempfile.gettempdir()) / "diffucoder-cache"):
+        if root:
+            d = Path(root) / "evalplus"
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                return d
+            except OSError:
+                continue
+    raise OSError("no writable cache directory (set DIFFUCODER_CACHE)")
 
 
 def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterable[str] | None = None,
