@@ -78,3 +78,15 @@ def test_analyze_writes_json_and_plots(ckpt, tmp_path, capsys):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     rc = main(["analyze", "--model", str(ckpt), "--prompts", str(tmp_path / "missing.jsonl")])
     assert rc == 1 and "missing.jsonl" in capsys.readouterr().err
+
+
+def test_decode_and_render_helpers(ckpt):
+    from diffucoder.sampling import decode_completions, render_canvas
+    from diffucoder.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(ckpt)
+    a, b = tok.encode("def add"), tok.encode("(a, b):")
+    seq = torch.tensor([a + b + [tok.eos_token_id] + b, a + [tok.pad_token_id] + b + b])
+    assert decode_completions(tok, seq, len(a)) == ["(a, b):", ""]
+    canvas = a + [tok.mask_token_id] * 2 + b
+    assert render_canvas(tok, canvas, tok.mask_token_id, mask_symbol="_") == "def add__(a, b):"
