@@ -63,3 +63,4 @@ def test_analysis_on_a_tiny_model(tok, tmp_path):
         assert len(r.first_step_profile) == 6 and len(r.reveal_heatmap) == 6
     paths = res.write(tmp_path, plots=False)
     assert paths == [tmp_path / "analysis.json"]
+    assert set(res.summary()) == {"0", "1"} and "global@3" in res.summary()["1"]

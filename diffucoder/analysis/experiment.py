@@ -66,8 +66,20 @@ class OrderAnalysis:
     settings: dict[str, Any]
     results: list[TemperatureResult] = field(default_factory=list)
 
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per temperature: local / global AR-ness at k = 1 and the largest k, and pass@k when scored."""
+        out = {}
+        for r in self.results:
+            c = r.ar_ness
+            row = {f"local@{c.ks[0]}": round(c.local[0], 4), f"global@{c.ks[0]}": round(c.global_[0], 4),
+                   f"local@{c.ks[-1]}": round(c.local[-1], 4), f"global@{c.ks[-1]}": round(c.global_[-1], 4)}
+            row.update({k: round(v, 4) for k, v in (r.pass_at_k or {}).items()})
+            out[f"{r.temperature:g}"] = row
+        return out
+
     def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings, "results": [r.to_dict() for r in self.results]}
+        return {"settings": self.settings, "summary": self.summary(),
+                "results": [r.to_dict() for r in self.results]}
 
     def write(self, out_dir: str | Path, plots: bool = True) -> list[Path]:
         """Write ``analysis.json`` and (with matplotlib) the PNG plots; returns the paths written."""
