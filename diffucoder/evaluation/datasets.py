@@ -262,13 +262,8 @@ def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterabl
             raise ValueError(f"unknown task ids for {path.name}: {sorted(unknown)[:5]}")
         rows = [r for r in rows if r["task_id"] in wanted]
     digest = file_sha256(path)
-    cache = _cache_dir() / f"{digest[:16]}.pkl"
-    oracle: dict[str, Any] = {}
-    if cache.exists():
-        try:
-            oracle = pickle.loads(cache.read_bytes())
-        except Exception:
-            oracle = {}
+    cache = _cache_dir() / digest[:16]  # one small file per task: loading a subset reads only its outputs
+    cache.mkdir(parents=True, exist_ok=True)
     deserialize = None
     if family == "mbpp":
         try:
@@ -280,7 +275,7 @@ def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterabl
         from tqdm import tqdm
 
         rows_iter = tqdm(rows, desc=f"{path.name}: expected outputs", leave=False)
-    tasks, dirty = [], False
+    tasks = []
     for row in rows_iter:
         _require(row, ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input"),
                  str(path))
@@ -290,12 +285,21 @@ def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterabl
             base, plus = deserialize(tid, base), deserialize(tid, plus)
         program = row["prompt"] + row["canonical_solution"] if family == "humaneval" else row["canonical_solution"]
         not_none = family == "mbpp" and entry in _MBPP_OUTPUT_NOT_NONE
-        if tid not in oracle:
+        entry_file = cache / (tid.replace("/", "_") + ".pkl")
+        oracle = None
+        if entry_file.exists():
+            try:
+                oracle = pickle.loads(entry_file.read_bytes())
+            except Exception:
+                oracle = None
+        if oracle is None:
             b_out, b_t = _ground_truth(program, entry, base, not_none)
             p_out, p_t = _ground_truth(program, entry, plus, not_none)
-            oracle[tid] = (b_out, b_t, p_out, p_t)
-            dirty = True
-        b_out, b_t, p_out, p_t = oracle[tid]
+            oracle = (b_out, b_t, p_out, p_t)
+            tmp = entry_file.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(pickle.dumps(oracle, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(entry_file)
+        b_out, b_t, p_out, p_t = oracle
         atol = float(row.get("atol") or 0)
         limits = [max(_EVALPLUS_MIN_TIME_LIMIT, _EVALPLUS_GT_TIME_FACTOR * t) for t in b_t + p_t]
         timeout = (min(_EVALPLUS_MAX_TASK_TIME, sum(limits[: len(base)])) + 1
@@ -313,10 +317,6 @@ def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterabl
         tests = [f"__dc_check__({i}, {entry})" for i in range(n)]
         tasks.append(Task(tid, row["prompt"], entry, row["canonical_solution"], tests, _CHECK_SETUP, data,
                           timeout, limits, len(base), f"evalplus-{family}"))
-    if dirty:
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(oracle))
-        tmp.replace(cache)
     name = "humaneval+" if family == "humaneval" else "mbpp+"
     return Dataset(name, tasks, str(path), digest)
 
