@@ -91,7 +91,7 @@ class OrderAnalysis:
         paths[0].write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         if not plots:
             return paths
-        model = Path(str(self.settings["model"])).name + ", " if self.settings.get("model") else ""
+        model = "/".join(Path(str(self.settings["model"])).parts[-2:]) + ", " if self.settings.get("model") else ""
         tag = f"{model}{self.settings.get('prompts', '')} prompts, alg={self.settings['alg']}, " \
               f"{self.settings['max_new_tokens']} tokens / {self.settings['steps']} steps"
         paths.append(P.plot_ar_ness([(r.temperature, r.ar_ness) for r in self.results], out / "ar_ness.png",
