@@ -33,6 +33,10 @@ differences (each coincides with the reference whenever the reference itself beh
   of small-model decoding on a CPU): then a generator seeded like the reference's global RNG reproduces the
   reference's sampled output too.
 
+Same choices, also where it is easy to drift: confidence ties (frequent in bf16) are broken by ``torch.topk``
+exactly as the reference calls it, confidences are computed in the logits' dtype as the reference does, and the
+top-p nucleus is the reference's (found from a partial top-k; rows too close to call take the full sort).
+
 Extensions (off by default): LLaDA-style semi-autoregressive blocks (``block_length``), Fast-dLLM-style parallel
 threshold decoding (``threshold``: reveal every position whose chosen token has probability above it, at least
 one per row and step), a confidence penalty on end-of-text / pad tokens (``stop_token_penalty``) against EOS
