@@ -14,7 +14,7 @@ from diffucoder.model import DreamModel
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["data.max_documents=12", "data.seq_len=32", "optim.global_batch_size=8", "optim.micro_batch_size=2",
-        "optim.steps=4", "optim.warmup_steps=1", "checkpoint.every=0", "eval.every=2", "eval.num_sequences=6",
+        "optim.steps=4", "optim.warmup_steps=1", "checkpoint.every=0", "eval.every=2", "eval.num_sequences=5",
         "eval.batch_size=2", "logging.every=1", "logging.progress=false", "runtime.threads=1",
         "diffusion.t_sampling=antithetic", "diffusion.normalization=masked_tokens"]
 

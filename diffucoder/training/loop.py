@@ -296,7 +296,8 @@ def evaluate(objective: nn.Module, data: Data, cfg: TrainConfig, model_cfg: Drea
     was_training = objective.training
     objective.eval()
     length = held.row_length(idx_all)
-    for start in range(0, max(len(mine), 1), cfg.eval.batch_size):
+    most = -(-n // info.world_size)  # every rank runs the same number of forwards (FSDP needs it)
+    for start in range(0, most, cfg.eval.batch_size):
         chunk = mine[start:start + cfg.eval.batch_size]
         if not chunk:  # keep collectives in step on ranks with no rows (FSDP)
             chunk, weight = idx_all[:1], 0.0
@@ -457,7 +458,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
 
     loaded = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     if loaded is not None:
-        model.load_state_dict({k: v.to(info.device) for k, v in loaded.model_state.items()}, strict=False)
+        model.load_state_dict({k: v.to(info.device) for k, v in loaded.model_state.items()})
         model.tie_weights()
     if cfg.runtime.compile:
         model.model.forward = torch.compile(model.model.forward)  # type: ignore[method-assign]
