@@ -48,15 +48,15 @@ def _longest_parsing_run(code: str) -> str:
             break
     if best_len == sum(1 for x in lines if x.strip()):
         return best
-    if n > 400:
-        return best
+    budget = 2000  # parse attempts: bounds the time spent on pathological outputs
     for start in range(1, n):
         if not lines[start].strip() or lines[start][0].isspace():
             continue
         for end in range(n, start, -1):
             size = sum(1 for x in lines[start:end] if x.strip())
-            if size <= best_len:
+            if size <= best_len or budget <= 0:
                 break
+            budget -= 1
             chunk = "\n".join(lines[start:end])
             if _parses(chunk):
                 best, best_len = chunk, size
