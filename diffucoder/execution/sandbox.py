@@ -348,16 +348,6 @@ def _host_work_root() -> str:
     return d
 
 
-def _set_subreaper() -> None:
-    """Orphans of anything we start are re-parented to us (and reaped by subprocess/waitpid) rather than to init."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except Exception:
-        pass
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Verdicts
 
@@ -426,7 +416,6 @@ class SandboxPool:
         self.n_workers = workers or max(1, os.cpu_count() or 1)
         if self.n_workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        _set_subreaper()
         self._idle: Queue[_Worker] = Queue()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
