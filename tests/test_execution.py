@@ -116,3 +116,19 @@ def test_closed_pool_refuses_work():
 def test_a_program_with_no_tests_passes_when_it_runs_cleanly(pool):
     assert pool.run_tests("x = 1\n", []).passed
     assert not pool.run_tests("raise SystemExit(0)\n", []).passed
+
+
+def test_keyed_data_is_sent_to_a_worker_once():
+    with SandboxPool(workers=1) as p:
+        big = {"BIG": list(range(200_000))}
+        job = Job("def f(i):\n    return i\n", ["assert f(BIG[-1]) == BIG[-1] == 199999"], data=big, data_key="k1")
+        assert p.run(job).passed
+        w = p._workers[0]
+        assert w.data_key == "k1"
+        sent = []
+        orig = w.proc.stdin.write
+        w.proc.stdin.write = lambda b: (sent.append(len(b)), orig(b))[1]
+        assert p.run(job).passed  # the worker re-uses what it holds
+        assert sent and max(sent) < 10_000
+        other = Job("x = 1\n", ["assert SMALL == 2"], data={"SMALL": 2}, data_key="k2")
+        assert p.run(other).passed and w.data_key == "k2"

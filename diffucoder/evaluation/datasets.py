@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -57,9 +58,12 @@ class Task:
     kind: str = "asserts"
     """"humaneval" | "evalplus-humaneval" | "evalplus-mbpp" | "asserts"."""
 
+    data_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Lets sandbox workers keep ``data`` between samples of this task (it can be hundreds of MB)."""
+
     def job(self, solution: str, timeout_s: float | None = None, memory_mb: int | None = None) -> Job:
         return Job(solution, self.tests, timeout_s if timeout_s is not None else self.timeout_s, memory_mb,
-                   self.setup, self.data, self.test_time_limits)
+                   self.setup, self.data, self.data_key if self.data else None, self.test_time_limits)
 
     @property
     def reference_program(self) -> str:

@@ -45,7 +45,8 @@ class EvalSettings:
     workers: int | None = None
     timeout_scale: float = 1.0
     """Multiplies every task's time limits (slow machines)."""
-    memory_mb: int = 1024
+    memory_mb: int = 4096
+    """Address-space limit per program (EvalPlus's default, 4 GiB: some MBPP+ outputs are hundreds of MB)."""
     task_ids: list[str] | None = None
     """Evaluate only these tasks (else every task must have samples)."""
     generation: dict[str, Any] = field(default_factory=dict)

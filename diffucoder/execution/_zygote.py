@@ -821,6 +821,14 @@ def main():
         except EOFError:
             return
         try:
+            key = job.get("data_key")
+            if job.get("data_cached"):
+                cached_key, cached = state.get("data_cache", (None, None))
+                if cached_key != key:
+                    raise RuntimeError(f"data cache miss for {key!r}")
+                job["data"] = cached
+            elif key is not None:
+                state["data_cache"] = (key, job.get("data"))
             result = run_job(job, state)
         except Exception as e:  # a bug on our side: report it rather than die silently
             result = {"sandbox_error": f"{type(e).__name__}: {e}"}

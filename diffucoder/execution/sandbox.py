@@ -87,6 +87,9 @@ class Job:
     memory_mb: int | None = None
     setup: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    data_key: str | None = None
+    """Identifies ``data`` for re-use: a worker that already holds the data under this key is not sent it again
+    (large EvalPlus expected outputs, shared by every sample of a task). The key must change when the data does."""
     test_time_limits: list[float] | None = None
     """Optional per-test limits in seconds of CPU time: a test that used more counts as failed (EvalPlus's
     per-input limits, but on CPU rather than wall time so that machine load does not flip verdicts). The job-wide
@@ -262,6 +265,7 @@ class _Worker:
         if namespaces:
             cmd = _bwrap_args(self.cfg, self.info.bwrap, self.info.uid_drop) + ["--"] + cmd
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        self.data_key: str | None = None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, cwd="/", start_new_session=True, close_fds=True)
         self._stderr = b""
@@ -307,6 +311,9 @@ class _Worker:
         """Send one job; None when the worker died or hung (it is then restarted)."""
         if self.proc is None or self.proc.poll() is not None:
             self.start()
+        key = job.get("data_key")
+        if key is not None and key == self.data_key:
+            job = {**job, "data": None, "data_cached": True}
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.proc.stdin.write(_FRAME.pack(len(data)) + data)
@@ -317,6 +324,8 @@ class _Worker:
         if out is None or out.get("clean") is False:
             self.kill()  # a hung worker, or one that could not kill everything its job started
             self.start()
+        elif key is not None:
+            self.data_key = key  # the worker keeps the last keyed data
         return out
 
     def kill(self) -> None:
@@ -458,6 +467,7 @@ class SandboxPool:
             "tests": list(job.tests),
             "setup": job.setup,
             "data": job.data,
+            "data_key": job.data_key,
             "limits": {"wall_s": timeout, "cpu_s": timeout + 1, "memory_mb": memory, "file_mb": cfg.max_file_mb,
                        "open_files": cfg.max_open_files, "processes": cfg.max_processes,
                        "output_bytes": cfg.output_bytes},
