@@ -136,7 +136,7 @@ def agreement_samples(dataset: "Dataset", include_original_humaneval: bool = Tru
 
 
 def compare_with_evalplus(dataset: "Dataset", samples: list[tuple[str, str, str]], pool=None,
-                          progress: bool = False) -> list[dict]:
+                          progress: bool = False, memory_mb: int = 4096) -> list[dict]:
     """Our (base, plus) verdicts next to EvalPlus's for every sample; one dict per sample."""
     from diffucoder.execution import SandboxPool
 
@@ -145,7 +145,8 @@ def compare_with_evalplus(dataset: "Dataset", samples: list[tuple[str, str, str]
     own = pool is None
     pool = pool or SandboxPool()
     try:
-        results = pool.map([by_id[t].job(s) for t, _, s in samples], progress="ours" if progress else False)
+        jobs = [by_id[t].job(s, memory_mb=memory_mb) for t, _, s in samples]
+        results = pool.map(jobs, progress="ours" if progress else False)
     finally:
         if own:
             pool.close()
