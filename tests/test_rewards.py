@@ -118,5 +118,5 @@ def test_test_cases_as_json_strings_and_bad_input(pool):
 
 
 def test_extract_code_takes_the_first_block():
-    assert extract_code(f"```python\nA = 1\n```\n```python\nB = 2\n```\n") == "A = 1\n"
+    assert extract_code("```python\nA = 1\n```\n```python\nB = 2\n```\n") == "A = 1\n"
     assert extract_code("no code") == ""

@@ -61,10 +61,10 @@ def evalplus_verdicts(family: str, data_path: str | Path, samples: list[tuple[st
     marks an input as passed, so it fails every sample of that task, correct ones included."""
     if family not in ("humaneval", "mbpp"):
         raise ValueError(f"family must be humaneval or mbpp, got {family!r}")
-    try:
-        import evalplus  # noqa: F401
-    except ImportError:
-        raise ImportError("agreement checks need the evalplus package: pip install evalplus") from None
+    import importlib.util
+
+    if importlib.util.find_spec("evalplus") is None:
+        raise ImportError("agreement checks need the evalplus package: pip install evalplus")
     env = dict(os.environ)
     env["HUMANEVAL_OVERRIDE_PATH" if family == "humaneval" else "MBPP_OVERRIDE_PATH"] = str(Path(data_path).resolve())
     with tempfile.TemporaryDirectory() as d:

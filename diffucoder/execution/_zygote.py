@@ -142,9 +142,9 @@ def _make_helpers(pristine, trusted_types):
     claims to equal everything does not satisfy a test expecting a built-in value. The helpers close over pristine
     built-ins and slot getters taken before the program ran.
     """
-    _type, _len, _zip, _all, _any, _bool, _isinstance, _id, _set, _map = (
+    _type, _len, _zip, _all, _any, _bool, _id, _map = (
         pristine["type"], pristine["len"], pristine["zip"], pristine["all"], pristine["any"], pristine["bool"],
-        pristine["isinstance"], pristine["id"], pristine["set"], pristine["map"])
+        pristine["id"], pristine["map"])
     _hasattr = pristine["hasattr"]
     mro_of = type.__dict__["__mro__"].__get__
     dict_of = type.__dict__["__dict__"].__get__
