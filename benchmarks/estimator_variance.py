@@ -78,7 +78,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
     path = None if args.random else find_model(args.model)
     if path is not None:
         model = DreamModel.from_pretrained(path, torch_dtype=torch.float32)
-        tok = load_tokenizer(path)
+        tok = load_tokenizer(args.tokenizer or path)
         desc = f"trained checkpoint {path} ({model.num_parameters() / 1e6:.2f}M parameters)"
     else:
         tok = train_tokenizer([format_answer(t) + t.question for t in generate_tasks(200, "train", seed=0)],
@@ -224,6 +224,7 @@ def configurations(budgets: list[int]) -> list[tuple[int, str, EstimatorConfig]]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="checkpoint folder (default: newest under runs/, else tiny random)")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer.json or its folder (default: the model folder's)")
     ap.add_argument("--random", action="store_true", help="use the tiny random model even if a checkpoint exists")
     ap.add_argument("--seqs", type=int, default=8, help="prompt/completion pairs")
     ap.add_argument("--canvas", type=int, default=48, help="completion canvas length")
