@@ -28,6 +28,9 @@ def main() -> int:
     ap.add_argument("--path", type=Path, default=None)
     ap.add_argument("--tasks", type=int, default=None, help="first N tasks only")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-data-mb", type=float, default=100.0,
+                    help="skip tasks whose expected outputs exceed this (Mbpp/255: ~780 MB pickled, ~5 GB in memory "
+                         "per process holding it)")
     args = ap.parse_args()
 
     from diffucoder.evaluation.datasets import load_evalplus, read_jsonl
@@ -39,6 +42,12 @@ def main() -> int:
     ids = [r["task_id"] for r in read_jsonl(path)][: args.tasks] if args.tasks else None
     family = "humaneval" if args.dataset == "humaneval+" else "mbpp"
     ds = load_evalplus(path, family, task_ids=ids)
+    import pickle
+
+    huge = [t.task_id for t in ds.tasks if len(pickle.dumps(t.data)) > args.max_data_mb * 1e6]
+    if huge:
+        print(f"skipping {huge}: expected outputs larger than {args.max_data_mb} MB")
+        ds.tasks = [t for t in ds.tasks if t.task_id not in huge]
     samples = agreement_samples(ds)
     t0 = time.perf_counter()
     with SandboxPool(workers=args.workers) as pool:

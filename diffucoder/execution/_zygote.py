@@ -46,12 +46,14 @@ except Exception:  # pragma: no cover - platform without ctypes
 
 
 def _read_exact(fd, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
+    buf = bytearray(n)  # filled in place: appending chunks to bytes would be quadratic for large jobs
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if not k:
             raise EOFError
-        buf += chunk
+        got += k
     return buf
 
 

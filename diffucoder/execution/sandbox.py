@@ -286,26 +286,32 @@ class _Worker:
 
     def _recv(self, deadline: float) -> dict | None:
         fd = self.proc.stdout.fileno()
-        buf = b""
-        need = 4
-        header = True
-        while len(buf) < need:
+        header = self._read(fd, 4, deadline)
+        if header is None:
+            return None
+        (need,) = _FRAME.unpack(header)
+        if need > 64 << 20:
+            return None
+        body = self._read(fd, need, deadline)
+        return None if body is None else json.loads(body)
+
+    @staticmethod
+    def _read(fd: int, n: int, deadline: float) -> bytearray | None:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             r, _, _ = select.select([fd], [], [], left)
             if not r:
                 return None
-            chunk = os.read(fd, need - len(buf))
-            if not chunk:
+            k = os.readv(fd, [view[got:]])
+            if not k:
                 return None
-            buf += chunk
-            if header and len(buf) == 4:
-                (need,) = _FRAME.unpack(buf)
-                buf, header = b"", False
-                if need > 64 << 20:
-                    return None
-        return json.loads(buf)
+            got += k
+        return buf
 
     def run(self, job: dict, host_timeout: float) -> dict | None:
         """Send one job; None when the worker died or hung (it is then restarted)."""
@@ -315,8 +321,10 @@ class _Worker:
         if key is not None and key == self.data_key:
             job = {**job, "data": None, "data_cached": True}
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        host_timeout += len(data) / 20e6  # the worker must also unpickle the job (large EvalPlus data)
         try:
-            self.proc.stdin.write(_FRAME.pack(len(data)) + data)
+            self.proc.stdin.write(_FRAME.pack(len(data)))
+            self.proc.stdin.write(data)
             self.proc.stdin.flush()
             out = self._recv(time.monotonic() + host_timeout)
         except (BrokenPipeError, OSError):
