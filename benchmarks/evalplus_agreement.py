@@ -41,13 +41,17 @@ def main() -> int:
     path = args.path or SHARED / FILES[key]
     ids = [r["task_id"] for r in read_jsonl(path)][: args.tasks] if args.tasks else None
     family = "humaneval" if args.dataset == "humaneval+" else "mbpp"
-    ds = load_evalplus(path, family, task_ids=ids)
-    import pickle
+    # tasks whose cached expected outputs are huge are left out before loading them (see --max-data-mb)
+    from diffucoder.evaluation.datasets import _cache_dir, file_sha256
 
-    huge = [t.task_id for t in ds.tasks if len(pickle.dumps(t.data)) > args.max_data_mb * 1e6]
+    cache = _cache_dir() / file_sha256(path)[:16]
+    ids = ids or [r["task_id"] for r in read_jsonl(path)]
+    huge = [t for t in ids if (cache / (t.replace("/", "_") + ".pkl")).exists()
+            and (cache / (t.replace("/", "_") + ".pkl")).stat().st_size > args.max_data_mb * 1e6]
     if huge:
         print(f"skipping {huge}: expected outputs larger than {args.max_data_mb} MB")
-        ds.tasks = [t for t in ds.tasks if t.task_id not in huge]
+        ids = [t for t in ids if t not in huge]
+    ds = load_evalplus(path, family, task_ids=ids)
     samples = agreement_samples(ds)
     t0 = time.perf_counter()
     with SandboxPool(workers=args.workers) as pool:
