@@ -268,3 +268,17 @@ def test_cli_generates_with_a_tiny_model_end_to_end(tmp_path, tiny_model, tiny_t
     assert len((out / "samples.jsonl").read_text().splitlines()) == 4
     assert main(args) == 0  # a re-run resumes: nothing left to generate or score
     assert len((out / "samples.jsonl").read_text().splitlines()) == 4
+
+
+def test_subset_loading_and_scoring(tmp_path, pool):
+    full = load_humaneval_dataset()
+    sub = load_dataset("humaneval", task_ids=["HumanEval/3", "HumanEval/1"])
+    assert [t.task_id for t in sub.tasks] == ["HumanEval/3", "HumanEval/1"] and sub.sha256 == full.sha256
+    with pytest.raises(ValueError, match="unknown task ids"):
+        load_dataset("humaneval", task_ids=["HumanEval/999"])
+    p = tmp_path / "all.jsonl"
+    p.write_text("".join(json.dumps({"task_id": t.task_id, "completion": t.canonical_solution}) + "\n"
+                         for t in full.tasks))
+    rep = evaluate(sub, tmp_path / "out", EvalSettings(task_ids=["HumanEval/3", "HumanEval/1"]), samples_path=p,
+                   pool=pool, progress=False)
+    assert rep.n_tasks == 2 and rep.pass_at_k["base"]["pass@1"] == 1.0

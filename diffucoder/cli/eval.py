@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"--k must be comma-separated integers, got {args.k!r}")
         return 2
     style = args.prompt_style or ("chat" if args.dataset == "synthetic" else "base")
-    dataset = load_dataset(args.dataset, args.dataset_path)
+    task_ids = args.tasks.split(",") if args.tasks else None
+    dataset = load_dataset(args.dataset, args.dataset_path, task_ids=task_ids)
     settings = EvalSettings(n_samples=args.n_samples, ks=ks, prompt_style=style, batch_size=args.batch_size,
-                            workers=args.workers, timeout_scale=args.timeout_scale,
-                            task_ids=args.tasks.split(",") if args.tasks else None)
+                            workers=args.workers, timeout_scale=args.timeout_scale, task_ids=task_ids)
     generate = None
     if args.model is not None:
         generate, gen_settings = model_generate_fn(args.model, max_new_tokens=args.max_new_tokens, steps=args.steps,

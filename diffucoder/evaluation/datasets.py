@@ -371,8 +371,10 @@ def _default_path(name: str) -> Path:
 
 
 register_dataset("humaneval", lambda path: load_humaneval_dataset(path))
-register_dataset("humaneval+", lambda path: load_evalplus(path or _default_path("humaneval+"), "humaneval"))
-register_dataset("mbpp+", lambda path: load_evalplus(path or _default_path("mbpp+"), "mbpp"))
+register_dataset("humaneval+", lambda path, task_ids=None: load_evalplus(path or _default_path("humaneval+"),
+                                                                          "humaneval", task_ids=task_ids))
+register_dataset("mbpp+", lambda path, task_ids=None: load_evalplus(path or _default_path("mbpp+"), "mbpp",
+                                                                     task_ids=task_ids))
 
 
 def _synthetic_loader(path: str | None) -> Dataset:
@@ -397,9 +399,23 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_dataset(name: str, path: str | Path | None = None) -> Dataset:
-    """Load a registered dataset by name (``humaneval``, ``humaneval+``, ``mbpp+``, ``synthetic``, ...)."""
+def load_dataset(name: str, path: str | Path | None = None, task_ids: Iterable[str] | None = None) -> Dataset:
+    """Load a registered dataset by name (``humaneval``, ``humaneval+``, ``mbpp+``, ``synthetic``, ...), optionally
+    only some tasks (EvalPlus loaders then compute / read expected outputs for those tasks only)."""
+    import inspect
+
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
-    return _REGISTRY[name](str(path) if path else None)
+    loader = _REGISTRY[name]
+    if task_ids is not None and "task_ids" in inspect.signature(loader).parameters:
+        return loader(str(path) if path else None, task_ids=list(task_ids))
+    ds = loader(str(path) if path else None)
+    if task_ids is not None:
+        wanted = list(task_ids)
+        by_id = ds.by_id()
+        missing = [t for t in wanted if t not in by_id]
+        if missing:
+            raise ValueError(f"unknown task ids for {name}: {missing[:5]}")
+        ds = Dataset(ds.name, [by_id[t] for t in wanted], ds.source, ds.sha256)
+    return ds
 

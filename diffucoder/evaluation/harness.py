@@ -185,6 +185,8 @@ def load_samples(path: str | Path, dataset: Dataset, settings: EvalSettings) -> 
     for n, row in enumerate(_read_jsonl_tolerant(path), 1):
         tid = row.get("task_id")
         if tid not in by_id:
+            if settings.task_ids is not None:
+                continue  # evaluating a subset: other tasks' samples are ignored
             raise ValueError(f"{path}:{n}: task_id {tid!r} is not in {dataset.name}")
         if isinstance(row.get("solution"), str):
             sol = row["solution"]
