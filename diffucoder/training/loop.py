@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from diffucoder.training import distributed as D
 from diffucoder.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from diffucoder.training.config import ConfigError, TrainConfig, dump_config
 from diffucoder.training.data import (BatchOrder, NoisedRows, PackedRows, RowDataset, SFTRows,
-                                      condition_probability, generator, lr_lambda, noise_rows, seed_for, step_t)
+                                      condition_probability, generator, lr_lambda, noise_rows, step_t)
 
 METRICS = "metrics.jsonl"
 
