@@ -75,19 +75,28 @@ def pass_at_1(model: Any, tok: Any, rows: list[dict[str, Any]], args: argparse.N
     from diffucoder.rl.rollout import generate_rollouts
 
     g = torch.Generator().manual_seed(seed)
-    solved, fmt, n = 0.0, 0.0, 0
+    solved, fmt, n, errors = 0.0, 0.0, 0, 0
     bs = max(1, args.eval_batch // args.eval_samples)
     for s in range(0, len(rows), bs):
         chunk = rows[s:s + bs]
         ro = generate_rollouts(model, tok, chunk, args.eval_samples, args.max_completion_length, args.diffusion_steps,
                                args.eval_temperature, args.top_p, "entropy", g)
         tests = [r["test_cases"] for r in ro.rows]
-        code = code_reward(ro.texts, test_cases=tests, pool=pool)
+        code = None
+        for attempt in range(2):  # a transient sandbox failure is retried once, then scored as unsolved
+            try:
+                code = code_reward(ro.texts, test_cases=tests, pool=pool)
+                break
+            except Exception as e:  # noqa: BLE001 - reported, never fatal
+                print(f"warning: scoring failed (attempt {attempt + 1}): {type(e).__name__}: {e}", file=sys.stderr)
+        if code is None:
+            errors += len(ro.texts)
+            code = [0.0] * len(ro.texts)
         f = code_format_reward(ro.texts)
         solved += sum(1.0 for c in code if c == 1.0)
         fmt += sum(f)
         n += len(code)
-    return {"pass@1": solved / max(n, 1), "format": fmt / max(n, 1), "n": n}
+    return {"pass@1": solved / max(n, 1), "format": fmt / max(n, 1), "n": n, "scoring_errors": errors}
 
 
 def plot_curves(runs: list[dict[str, Any]], path: Path, window: int) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffucoder.diffusion.estimators import (ESTIMATORS, EstimatorConfig, MaskPlan, draw_mask_plan,
-                                             estimate_logp)
+from diffucoder.diffusion.estimators import ESTIMATORS, EstimatorConfig, MaskPlan, draw_mask_plan, estimate_logp
 from diffucoder.model import DreamConfig, DreamModel
 
 V = 48

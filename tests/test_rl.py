@@ -11,8 +11,7 @@ import torch
 
 from diffucoder.rl import GRPOConfig, RLConfigError, completion_mask_from_ids, group_advantages, grpo_loss
 from diffucoder.rl.loss import zero_variance_groups
-from diffucoder.rl.rollout import left_pad, score_completions
-from diffucoder.rl.rollout import RewardStats
+from diffucoder.rl.rollout import RewardStats, left_pad, score_completions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -51,8 +51,17 @@ import torch
 from diffucoder.diffusion.estimators import MaskPlan, draw_mask_plan, estimate_logp
 from diffucoder.rl.config import GRPOConfig, RLConfigError
 from diffucoder.rl.loss import group_advantages, grpo_loss, zero_variance_groups
-from diffucoder.rl.rollout import (DatasetStats, RewardFunc, RewardStats, Rollout, generate_rollouts,
-                                   load_prompt_rows, resolve_reward_funcs, score_completions, validate_rows)
+from diffucoder.rl.rollout import (
+    DatasetStats,
+    RewardFunc,
+    RewardStats,
+    Rollout,
+    generate_rollouts,
+    load_prompt_rows,
+    resolve_reward_funcs,
+    score_completions,
+    validate_rows,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffucoder.model import DreamModel
