@@ -19,6 +19,7 @@ if every test has exactly one passing record and the harness reported completion
 """
 
 import ast
+import gc
 import itertools
 import json
 import operator
@@ -300,7 +301,7 @@ def _compile_test(src, index, cache):
         tree = _AssertRewriter().visit(ast.parse(src, f"<test {index}>", "exec"))
         ast.fix_missing_locations(tree)
         code = compile(tree, f"<test {index}>", "exec")
-        if len(cache) > 20000:
+        if len(cache) > 5000:
             cache.clear()
         cache[src] = code
     return code
@@ -323,8 +324,9 @@ def _find_ctypes_refs():
 
 
 def _drop_ctypes():
-    """Remove every route to ctypes from the child (its foreign functions, e.g. memmove, raise no audit event):
-    unload it from sys.modules, drop the references found at start-up; re-importing is refused by the audit hook."""
+    """Remove every route to ctypes (its foreign functions, e.g. memmove, raise no audit event): unload it from
+    sys.modules and drop the references found at start-up. Done in the zygote once it has made its prctl calls;
+    children inherit the result and their audit hook refuses re-imports."""
     for d, k in _CTYPES_REFS:
         d[k] = None
     globals()["_libc"] = globals()["_prctl"] = None
@@ -402,9 +404,6 @@ def _child(job, fds, nonce, workdir, ident):
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
-        if _prctl is not None:
-            _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        _drop_ctypes()
         os.environ.clear()
         os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
                            "PYTHONIOENCODING": "utf-8"})
@@ -453,13 +452,9 @@ def _child(job, fds, nonce, workdir, ident):
         return _repr(_str(text)[:300]).encode()
 
     helpers = _make_helpers(pristine, TRUSTED_TYPES)
-    tests = job["tests"]
-    cache = {}
-    try:
-        codes = [_compile_test(t, i, cache) for i, t in enumerate(tests)]
-        setup_code = compile(job["setup"], "<test setup>", "exec") if job.get("setup") else None
-    except SyntaxError as e:
-        record(b"test_error " + quote(f"test does not compile: {e}"))
+    codes, setup_code = job["compiled"]
+    if isinstance(codes, str):  # the tests did not compile (in the zygote)
+        record(b"test_error " + quote(codes))
         _exit(0)
     data = job.get("data") or {}
     try:
@@ -662,7 +657,29 @@ def _uid_procs(uid):
     return [pid for pid, (_, u) in _proc_table().items() if u == uid]
 
 
+_TEST_CACHE = {}  # test source -> code object, kept across jobs (tests are trusted; RL repeats them G times)
+
+
+def _compile_job(job):
+    try:
+        codes = [_compile_test(t, i, _TEST_CACHE) for i, t in enumerate(job["tests"])]
+        setup = job.get("setup")
+        setup_code = _compile_test_setup(setup) if setup else None
+        return codes, setup_code
+    except SyntaxError as e:
+        return f"test does not compile: {e}", None
+
+
+def _compile_test_setup(src):
+    code = _TEST_CACHE.get(("setup", src))
+    if code is None:
+        code = compile(src, "<test setup>", "exec")
+        _TEST_CACHE[("setup", src)] = code
+    return code
+
+
 def run_job(job, state):
+    job["compiled"] = _compile_job(job)
     nonce = os.urandom(12).hex().encode()
     n_tests = len(job["tests"])
     limits = job["limits"]
@@ -676,6 +693,7 @@ def run_job(job, state):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     t_start = time.monotonic()
+    gc.freeze()  # the child's collector then never walks (and so never copies) the pages of our objects
     pid = os.fork()
     if pid == 0:
         try:
@@ -742,7 +760,10 @@ def run_job(job, state):
             else:
                 streams[fd].add(data)
         os.close(fd)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        os.rmdir(workdir)  # usually empty
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
     info = _parse_records(bytes(records), nonce, n_tests)
     signal_no = os.WTERMSIG(status_code) if status_code is not None and os.WIFSIGNALED(status_code) else None
     exit_code = os.WEXITSTATUS(status_code) if status_code is not None and os.WIFEXITED(status_code) else None
@@ -791,14 +812,17 @@ def main():
     os.dup2(devnull, 1)
     if _prctl is not None:
         _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        # inherited by every child: no privilege gain through execve (setuid binaries, file capabilities)
+        _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     for name in cfg["preimport"]:
         try:
             __import__(name)
         except Exception:
             pass
+    _find_ctypes_refs()
+    _drop_ctypes()  # once, here: children then have no route to ctypes, and the audit hook refuses re-imports
     global TRUSTED_TYPES
     TRUSTED_TYPES = _all_types()
-    _find_ctypes_refs()
     uid = cfg.get("uid")
     uid_note = ""
     if uid is not None and not _stdlib_readable_as(uid, cfg.get("gid", uid)):
