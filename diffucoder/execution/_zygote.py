@@ -701,6 +701,7 @@ def run_job(job, state):
             _child(job, (rec_w, out_w, err_w), nonce, workdir, ident)
         finally:
             os._exit(72)
+    gc.unfreeze()  # (only the child needs its inherited objects frozen)
     for fd in (rec_w, out_w, err_w):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
