@@ -63,6 +63,9 @@ What it protects against (each claim has an adversarial test in ``tests/test_exe
 25. Syntax errors are reported as ``syntax_error``, never as passed; a test that itself does not compile is a
     ``sandbox_error`` (the dataset's fault), never a pass.
 
+Conservative by design: a forked copy of the program that returns into the harness (instead of exiting) runs
+the tests again and its duplicate records void the verdict, so such a program fails.
+
 What it does NOT protect against: kernel exploits; side channels; a determined attacker inside the process who
 finds an introspection path the audit hook misses (the harness and program share a process, so the nonce is
 in memory somewhere). With ``isolation_level() == "rlimits"`` (no bubblewrap) there is NO network or
