@@ -24,7 +24,8 @@ What it protects against (each claim has an adversarial test in ``tests/test_exe
  3. Forged verdicts: records carry a per-job random nonce and go to a randomly numbered descriptor; untagged or
     duplicated records void the verdict.
  4. Introspection to steal the nonce or rewrite the harness: ``sys._getframe``, traceback/generator frames,
-    ``gc.get_objects``/``get_referrers``, ``ctypes``, ``sys.settrace``/``setprofile``, replacing a function's
+    ``gc.get_objects``/``get_referrers``, ``ctypes`` (unloaded and not importable: its foreign functions raise no
+    audit events), ``sys.settrace``/``setprofile``, replacing a function's
     ``__code__``/``__defaults__``, and opening ``/proc/*/mem``/``fd``/``environ`` are refused by an audit hook
     (which cannot be removed).
  5. Always-equal / always-true objects: every comparison inside a test's ``assert`` goes through type-strict
@@ -56,7 +57,8 @@ What it protects against (each claim has an adversarial test in ``tests/test_exe
 19. Reading stdin: stdin is /dev/null (immediate EOF).
 20. Deep recursion / C stack overflow / segfaults: the child dies alone; status ``crashed``.
 21. Too many open files: RLIMIT_NOFILE.
-22. Privilege regain: the child sets ``PR_SET_NO_NEW_PRIVS`` and drops all capabilities with its uid.
+22. Privilege regain: children inherit ``PR_SET_NO_NEW_PRIVS`` from the worker and lose all capabilities with
+    their uid.
 23. A crashing or killed worker: the job is reported (never as passed) and the worker restarted.
 24. Cross-job leakage: each job gets a new work dir (deleted afterwards) and a fresh forked interpreter; module
     state a previous program changed cannot leak into the next.
