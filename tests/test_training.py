@@ -120,6 +120,19 @@ def test_noise_rows_conditions_truncation_and_annealing():
     assert torch.equal(again.xt, again2.xt)
 
 
+def test_stdlib_exclude_and_packing():
+    from diffucoder.data.packing import load_texts, pack_documents, split_heldout
+
+    everything = load_texts(["stdlib"], max_documents=40)
+    kept = load_texts(["stdlib"], max_documents=40, stdlib_exclude=["_*"])
+    assert len(kept) == 40 and not set(kept) & {t for t in everything if t not in kept} and kept != everything
+    rows = pack_documents([[1, 2, 3], [4, 5]], seq_len=3, separator_id=0)
+    assert rows.tolist() == [[1, 2, 3], [0, 4, 5]]  # the trailing separator does not fill a row: dropped
+    train_docs, held = split_heldout([f"doc {i}" for i in range(200)], 0.1)
+    assert 5 <= len(held) <= 40 and len(train_docs) + len(held) == 200
+    assert split_heldout([f"doc {i}" for i in range(200)], 0.1) == (train_docs, held)
+
+
 def test_batch_order_is_a_permutation_per_epoch():
     order = BatchOrder(10, 4, seed=3)
     seen = order.indices(0) + order.indices(1) + order.indices(2)[:2]

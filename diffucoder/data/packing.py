@@ -19,25 +19,32 @@ from pathlib import Path
 import torch
 
 
-def load_texts(sources: Sequence[str], extra_texts: Sequence[str] = (), max_documents: int | None = None
-               ) -> list[str]:
+def load_texts(sources: Sequence[str], extra_texts: Sequence[str] = (), max_documents: int | None = None,
+               stdlib_exclude: Sequence[str] = ()) -> list[str]:
     """Read documents from the configured sources, in order.
 
     A source is "stdlib" (the embedded standard library, :mod:`diffucoder.data.corpus`), a folder (its ``*.py``
     files, sorted), a ``.jsonl`` file (one document per line in a ``"text"`` field) or any other text file
-    (one document). ``extra_texts`` are appended as they are.
+    (one document). ``extra_texts`` are appended as they are. ``stdlib_exclude``: glob patterns of
+    standard-library paths to skip (relative, e.g. ``"encodings/*"``: codec tables, ``"pydoc_data/*"``: prose).
     """
+    import fnmatch
+
     texts: list[str] = []
     for src in sources:
         if max_documents is not None and len(texts) >= max_documents:
             break
         if src == "stdlib":
-            from diffucoder.data.corpus import iter_stdlib_texts
+            from diffucoder.data.corpus import read_source, stdlib_files, stdlib_root
 
-            for text in iter_stdlib_texts():
+            root = stdlib_root()
+            for path in stdlib_files(root):
                 if max_documents is not None and len(texts) >= max_documents:
                     break
-                texts.append(text)
+                rel = path.relative_to(root).as_posix()
+                if any(fnmatch.fnmatch(rel, pat) for pat in stdlib_exclude):
+                    continue
+                texts.append(read_source(path))
             continue
         p = Path(src)
         if p.is_dir():

@@ -66,6 +66,10 @@ class DataSection:
     corpus: list[str] = field(default_factory=lambda: ["stdlib"])
     """Text sources: "stdlib" (the embedded standard-library sources), a text/.py file, a folder (its *.py
     files, sorted), or a .jsonl file with a "text" field per line."""
+    stdlib_exclude: list[str] = field(default_factory=list)
+    """Glob patterns of standard-library files to leave out of "stdlib", relative to its root, e.g.
+    ["encodings/*", "pydoc_data/*"] (codec tables and prose: 18% of the bytes, and what an undertrained model
+    imitates first)."""
     extra_texts: list[str] = field(default_factory=list)
     """More documents given inline (the Python API passes e.g. synthetic-task solutions here)."""
     synthetic_solutions: int = 0

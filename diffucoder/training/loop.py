@@ -167,7 +167,7 @@ def _build_text_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_r
 
     extra = list(cfg.data.extra_texts) + list(extra_texts) + _synthetic_solutions(cfg.data.synthetic_solutions,
                                                                                    cfg.seed)
-    texts = load_texts(cfg.data.corpus, extra, cfg.data.max_documents)
+    texts = load_texts(cfg.data.corpus, extra, cfg.data.max_documents, cfg.data.stdlib_exclude)
     train_docs, held_docs = split_heldout(texts, cfg.data.heldout_fraction)
     sep = tok.eos_token_id if cfg.data.separator == "eos" else None
     train = pack_documents(tok.encode_batch(train_docs), cfg.data.seq_len, sep)
@@ -445,7 +445,8 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
     def corpus_texts():
         from diffucoder.data.packing import load_texts
 
-        return load_texts(cfg.data.corpus, list(cfg.data.extra_texts) + list(extra_texts), cfg.data.max_documents)
+        return load_texts(cfg.data.corpus, list(cfg.data.extra_texts) + list(extra_texts), cfg.data.max_documents,
+                          cfg.data.stdlib_exclude)
 
     tok = build_tokenizer(cfg, run_dir, info, corpus_texts)
     data = build_data(cfg, tok, run_dir, info, extra_texts, sft_records)
