@@ -237,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
     t0 = time.time()
     s = build_setup(args)
     print(f"model: {s.description}")
