@@ -82,8 +82,8 @@ class DemoSettings:
 QUICK = DemoSettings()
 FULL = DemoSettings(
     vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
-    synthetic_solutions=10000, sft_steps=800, sft_batch=16, sft_tasks=12000, eval_tasks_per_tier=50,
-    eval_samples=4, eval_steps=32, analysis_prompts=16, analysis_temperatures=(0.2, 0.6, 1.0, 1.2),
+    synthetic_solutions=10000, sft_steps=600, sft_batch=16, sft_tasks=12000, eval_tasks_per_tier=30,
+    eval_samples=4, eval_steps=32, analysis_prompts=8, analysis_temperatures=(0.2, 0.6, 1.0, 1.2),
     rl_steps=16, rl_prompts_per_step=2, rl_num_generations=4, stage_minutes_cap=15.0,
 )
 
@@ -283,7 +283,7 @@ class Demo:
             "per_device_train_batch_size": s.rl_num_generations * s.rl_prompts_per_step,
             "learning_rate": s.rl_lr, "warmup_ratio": 0.0, "max_completion_length": s.max_new_tokens,
             "diffusion_steps": s.eval_steps, "temperature": s.rl_temperature, "save_steps": max(1, s.rl_steps // 2),
-            "disable_tqdm": not self.progress, "device": "cpu",
+            "disable_tqdm": not self.progress, "device": "cpu", "resume_from_checkpoint": "latest",
         })
         r = train_grpo(cfg)
         return {"path": str(r.final_model_dir) if r.final_model_dir else None, "steps": r.steps,
