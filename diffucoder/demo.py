@@ -42,7 +42,7 @@ class DemoSettings:
     """Standard-library files (sorted order) in the tokenizer's training texts."""
     preset: str = "5m"
     """Model shape (DreamConfig.preset)."""
-    pretrain_steps: int = 120
+    pretrain_steps: int = 80
     pretrain_batch: int = 16
     pretrain_seq_len: int = 128
     pretrain_lr: float = 2e-3
@@ -50,21 +50,21 @@ class DemoSettings:
     """Use only the first N standard-library files (None: all)."""
     synthetic_solutions: int = 4000
     """Synthetic canonical solutions mixed into the pretraining corpus."""
-    sft_steps: int = 150
+    sft_steps: int = 100
     sft_batch: int = 16
     sft_tasks: int = 4000
     sft_max_length: int = 160
     sft_lr: float = 1e-3
-    eval_tasks_per_tier: int = 16
-    eval_samples: int = 4
+    eval_tasks_per_tier: int = 8
+    eval_samples: int = 2
     """Samples per task (pass@k for k up to this)."""
     eval_temperature: float = 0.4
     max_new_tokens: int = 64
     eval_steps: int = 32
     """Decoding steps for evaluation (max_new_tokens / eval_steps tokens per step)."""
-    analysis_prompts: int = 8
+    analysis_prompts: int = 4
     analysis_temperatures: tuple[float, ...] = (0.2, 1.0)
-    rl_steps: int = 4
+    rl_steps: int = 2
     rl_prompts_per_step: int = 2
     rl_num_generations: int = 4
     rl_lr: float = 5e-5
