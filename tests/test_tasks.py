@@ -111,7 +111,7 @@ def train_tasks() -> list[Task]:
 
 
 @pytest.fixture(scope="module")
-def test_tasks() -> list[Task]:
+def heldout_tasks() -> list[Task]:
     return generate_tasks(600, "test", seed=0)
 
 
@@ -181,19 +181,19 @@ def test_split_is_by_combination_keys():
         assert stats.combos[(tier, "train")] > 2 * stats.combos[(tier, "test")]
 
 
-def test_train_and_test_are_disjoint(train_tasks, test_tasks):
-    assert {t.split for t in test_tasks} == {"test"}
-    assert not {t.combo for t in train_tasks} & {t.combo for t in test_tasks}
-    assert not {t.question for t in train_tasks} & {t.question for t in test_tasks}
-    assert not {normalized(t.solution) for t in train_tasks} & {normalized(t.solution) for t in test_tasks}
-    for t in test_tasks[:100]:
+def test_train_and_test_are_disjoint(train_tasks, heldout_tasks):
+    assert {t.split for t in heldout_tasks} == {"test"}
+    assert not {t.combo for t in train_tasks} & {t.combo for t in heldout_tasks}
+    assert not {t.question for t in train_tasks} & {t.question for t in heldout_tasks}
+    assert not {normalized(t.solution) for t in train_tasks} & {normalized(t.solution) for t in heldout_tasks}
+    for t in heldout_tasks[:100]:
         name, key = t.combo.split("|", 1)
         assert split_of(name, ast.literal_eval(key)) == "test"
-    assert Counter(t.tier for t in test_tasks) == {"easy": 200, "medium": 200, "hard": 200}
+    assert Counter(t.tier for t in heldout_tasks) == {"easy": 200, "medium": 200, "hard": 200}
     # other seeds never reach the other split
     for seed in (1, 2):
         other = generate_tasks(300, "train", seed=seed)
-        assert not {t.combo for t in other} & {t.combo for t in test_tasks}
+        assert not {t.combo for t in other} & {t.combo for t in heldout_tasks}
 
 
 # --------------------------------------------------------------------------------------------- execution
