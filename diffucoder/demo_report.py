@@ -120,7 +120,7 @@ def write_report(demo: "Demo") -> Path:
     lines += [f"Run folder: `{d}`. Settings: `{d / 'demo_settings.json'}`.", ""]
 
     # training
-    lines += ["## Training", "", "| stage | steps | tokens | final train loss | held-out masked CE | unigram CE | time |",
+    lines += ["## Training", "", "| stage | steps | tokens | final train loss (1/t-weighted) | held-out masked CE | unigram CE | time |",
               "|---|---|---|---|---|---|---|"]
     for name in ("pretrain", "sft"):
         r = s[name]
@@ -129,7 +129,7 @@ def write_report(demo: "Demo") -> Path:
         ev = r.get("eval") or {}
         uni = r.get("unigram_baseline")
         lines.append(f"| {name} | {r.get('steps')} | {r.get('tokens'):,} | {r.get('final_loss', float('nan')):.3f} | "
-                     f"{ev.get('eval/masked_ce', float('nan')):.3f} | "
+                     f"{ev.get('masked_ce', ev.get('eval/masked_ce', float('nan'))):.3f} | "
                      f"{'n/a' if uni is None else f'{uni:.3f}'} | {r.get('stage_seconds', 0):.0f}s |")
     lp = plot_losses({n: s[n].get("metrics", "") for n in ("pretrain", "sft") if s[n]}, plots / "losses.png")
     if lp:

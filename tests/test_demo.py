@@ -30,7 +30,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     results = json.loads((run / "eval_sft" / "results.json").read_text())
     assert results["n_tasks"] == 3 and "dataset_sha256" in results
     report = (run / "report.md").read_text()
-    assert "pass@1" in report and "plots/losses.png" in report
+    assert "pass@1" in report and "plots/losses.png" in report and "| nan |" not in report
     assert (run / "plots" / "losses.png").is_file() and (run / "plots" / "pass_at_k_by_tier.png").is_file()
     assert (run / "analysis" / "analysis.json").is_file()
     assert summary["rl"].get("steps") == 1
