@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffucoder.analysis.plots import _plt
+
 if TYPE_CHECKING:  # pragma: no cover
     from diffucoder.demo import Demo
 
@@ -22,15 +24,6 @@ def _read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_losses(stages: dict[str, str], out: Path) -> Path | None:

@@ -24,6 +24,14 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_ar_ness(curves: Sequence[tuple[float, Any]], path: str | Path, title: str = "") -> Path:
     """``curves``: (temperature, ArNessCurves) pairs. Two panels: local and global AR-ness@k."""
     plt = _plt()
@@ -40,11 +48,7 @@ def plot_ar_ness(curves: Sequence[tuple[float, Any]], path: str | Path, title: s
     axes[1].legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_first_step_profile(profiles: Sequence[tuple[float, Sequence[float]]], path: str | Path,
@@ -59,11 +63,7 @@ def plot_first_step_profile(profiles: Sequence[tuple[float, Sequence[float]]], p
     ax.set_title(title or "first-step confidence by position (entropy sink)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_reveal_heatmap(heatmap: Any, path: str | Path, title: str = "") -> Path:
@@ -78,11 +78,7 @@ def plot_reveal_heatmap(heatmap: Any, path: str | Path, title: str = "") -> Path
     ax.set_ylabel("step")
     ax.set_title(title or "which step revealed which position")
     fig.colorbar(im, ax=ax, label="fraction of samples")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_pass_at_k(temperatures: Sequence[float], scores: dict[str, Sequence[float]], path: str | Path,
@@ -98,8 +94,4 @@ def plot_pass_at_k(temperatures: Sequence[float], scores: dict[str, Sequence[flo
     ax.set_title(title or "pass@k against temperature")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

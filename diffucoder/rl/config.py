@@ -219,17 +219,9 @@ class GRPOConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "GRPOConfig":
         """Load a YAML mapping (safe loader; nothing is executed) and apply ``key=value`` overrides."""
-        import yaml
+        from diffucoder.yaml_io import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            d = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise RLConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(d, dict):
-            raise RLConfigError(f"{path}: top level must be a mapping, got {type(d).__name__}")
+        d = read_yaml_mapping(path, RLConfigError)
         d.update(parse_overrides(overrides or []))
         return cls.from_dict(d, source=str(path))
 

@@ -393,19 +393,9 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
     """Read a YAML training config (or start from defaults when ``path`` is None) and apply overrides."""
-    import yaml
+    from diffucoder.yaml_io import read_yaml_mapping
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data: dict[str, Any] = read_yaml_mapping(path, ConfigError) if path is not None else {}
     apply_overrides(data, overrides)
     return from_dict(TrainConfig, data, where=str(path) if path else "config")
 
