@@ -135,7 +135,7 @@ def test_task_fields_and_tiers(train_tasks):
         tree = ast.parse(t.solution)
         assert len(tree.body) == 1 and isinstance(tree.body[0], ast.FunctionDef)
         assert tree.body[0].name == t.entry_point
-        assert f"`{t.entry_point}" in t.question
+        assert f" {t.entry_point}" in t.question and f"`{t.entry_point}" not in t.question  # tokenised as in `def`
         assert t.solution.endswith("\n")
         assert len(t.test_cases) >= 5 and len(set(t.test_cases)) == len(t.test_cases)
         for case in t.test_cases:

@@ -63,11 +63,12 @@ def dataset(split: str = "test", n: int = 300, seed: int = 0, tiers: Sequence[st
 
 
 def iter_solution_texts(n: int, seed: int = 0, split: str = "train",
-                        tiers: Sequence[str] = TIERS) -> Iterator[str]:
+                        tiers: Sequence[str] = TIERS, with_question: bool = False) -> Iterator[str]:
     """Canonical solutions of ``n`` tasks, as plain text for mixing into a pretraining corpus (train split by
-    default: never mix the test split into training data)."""
+    default: never mix the test split into training data). ``with_question``: each headed by its question as
+    a ``#`` comment line."""
     for task in generate_tasks(n, split, seed, tiers):
-        yield task.solution
+        yield f"# {task.question}\n{task.solution}" if with_question else task.solution
 
 
 def write_jsonl(rows: Iterable[Task | dict[str, Any]], path: str | Path) -> int:

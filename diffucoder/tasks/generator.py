@@ -26,11 +26,15 @@ SPLITS = ("train", "test")
 NUM_TESTS = {"easy": 5, "medium": 7, "hard": 7}
 _MAX_REDRAWS = 200
 
+# The function name always follows a space, as it does after ``def`` in the answer: a byte-level BPE with Qwen2's
+# split pattern gives "`is" + "_over" for "`is_over" but " is" + "_over" for " is_over", so a name quoted
+# as `name(...)` would reach the model as different tokens from the ones it has to write (measured: a 5M model
+# SFT-trained on the backticked form wrote the right name in 9 of 90 held-out answers).
 _INTROS = (
-    "Write a Python function `{sig}` that {desc}.",
-    "Implement `{sig}`, a function that {desc}.",
-    "Define a function `{sig}` which {desc}.",
-    "Create a Python function named `{name}` that takes {argdesc} and {desc}.",
+    "Write a Python function `def {sig}` that {desc}.",
+    "Implement `def {sig}`, a function that {desc}.",
+    "Define a function {sig} which {desc}.",
+    "Create a Python function named {name} that takes {argdesc} and {desc}.",
 )
 _KIND_NOUN = {"int": "an integer", "str": "a string", "list": "a list of integers"}
 
@@ -126,8 +130,11 @@ def _question(draft: Draft, rng: TaskRng, tests: list[tuple[tuple, Any]]) -> str
 
         informative = [(a, o) for a, o in tests if not trivial(a, o)]
         args, out = rng.choice(informative or tests)
-        text += f" For example, `{_call(draft.name, args)}` should return `{out!r}`."
-    return text
+        text += f" For example, {_call(draft.name, args)} should return {out!r}."
+    # The signature closes the question on a line of its own, exactly as the answer's first code line reads:
+    # then the answer's name and arguments sit at a fixed distance from their copy in the prompt (what a small
+    # model learns first: measured, a 5M model did not learn to copy names from the sentence in 2,000 steps).
+    return f"{text}\nSignature:\ndef {_signature(draft)}:"
 
 
 def combo_id(concept: Concept | str, combo: tuple) -> str:
