@@ -121,9 +121,10 @@ def write_report(demo: "Demo") -> Path:
             continue
         ev = r.get("eval") or {}
         uni = r.get("unigram_baseline")
-        lines.append(f"| {name} | {r.get('steps')} | {r.get('tokens'):,} | {r.get('final_loss', float('nan')):.3f} | "
-                     f"{ev.get('masked_ce', ev.get('eval/masked_ce', float('nan'))):.3f} | "
-                     f"{'n/a' if uni is None else f'{uni:.3f}'} | {r.get('stage_seconds', 0):.0f}s |")
+        cells = (r.get("final_loss"), ev.get("masked_ce", ev.get("eval/masked_ce")), uni)
+        loss, ce, uni = ("n/a" if x is None or x != x else f"{x:.3f}" for x in cells)  # None/NaN: not measured
+        lines.append(f"| {name} | {r.get('steps')} | {r.get('tokens'):,} | {loss} | {ce} | {uni} | "
+                     f"{r.get('stage_seconds', 0):.0f}s |")
     lp = plot_losses({n: s[n].get("metrics", "") for n in ("pretrain", "sft") if s[n]}, plots / "losses.png")
     if lp:
         lines += ["", f"![losses](plots/{lp.name})", ""]
