@@ -199,3 +199,28 @@ def test_ar_adaptation_from_a_qwen2_folder(tmp_path, tokenizer_dir):
     after = final.state_dict()
     assert set(after) == set(params_from_qwen)
     assert not torch.allclose(after["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_plain_masked_ce_weighting_trains_unweighted_and_evaluates_the_elbo():
+    from diffucoder.model import DreamConfig
+    from diffucoder.training.loop import DiffusionObjective
+
+    torch.manual_seed(0)
+    model = DreamModel(DreamConfig.preset("tiny", vocab_size=50, mask_token_id=49))
+    x0 = torch.randint(0, 49, (2, 12))
+    is_masked = torch.zeros(2, 12, dtype=torch.bool)
+    is_masked[0, 3:6] = True
+    is_masked[1, 7:9] = True
+    xt = x0.masked_fill(is_masked, 49)
+    t = torch.tensor([0.25, 0.5])
+    maskable = torch.ones(2, 12, dtype=torch.bool)
+    elbo = DiffusionObjective(model, "elbo").train()(xt, x0, is_masked, t, maskable)
+    plain = DiffusionObjective(model, "none").train()(xt, x0, is_masked, t, maskable)
+    assert torch.allclose(plain[0], plain[1])  # weighted sum == plain CE sum
+    assert torch.allclose(plain[1], elbo[1]) and elbo[0] > 2 * elbo[1]  # weights 4 and 2 in the ELBO
+    evaluated = DiffusionObjective(model, "none").eval()(xt, x0, is_masked, t, maskable)
+    assert torch.allclose(evaluated[0], elbo[0])  # held-out evaluation reports the ELBO either way
+    with pytest.raises(ValueError, match="loss_weighting"):
+        DiffusionObjective(model, "inverse")
+    with pytest.raises(ConfigError, match="loss_weighting"):
+        load_config(None, ["diffusion.loss_weighting=inverse"])

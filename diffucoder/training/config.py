@@ -75,6 +75,10 @@ class DataSection:
     synthetic_solutions: int = 0
     """Append the canonical solutions of this many train-split synthetic tasks (diffucoder.tasks) to the
     corpus (the test split is never used)."""
+    synthetic_questions: bool = False
+    """Head each synthetic solution with its task's question as a comment line (``# Write a Python function
+    ...``): documents where the code restates names and constants from the text before it, which is what
+    instruction following needs and what a small model learns slowly from the standard library alone."""
     seq_len: int = 256
     """Tokens per packed training sequence."""
     heldout_fraction: float = 0.01
@@ -119,6 +123,10 @@ class DiffusionSection:
     normalization: Literal["masked_tokens", "all_tokens"] = "masked_tokens"
     """Divide the ELBO-weighted CE by the masked-token count (DiffuLLaMA/DiffuCoder) or by the number of
     loss-bearing positions, B*L in pretraining (LLaDA)."""
+    loss_weighting: Literal["elbo", "none"] = "elbo"
+    """"elbo": each masked token's CE weighted by 1/t (the ELBO; DiffuCoder, LLaDA). "none": plain masked CE,
+    which gives the heavily masked rows (the ones generation starts from) more of the gradient and drops the
+    rare huge weights of rows with tiny t. The held-out evaluation reports the ELBO either way."""
     anneal_steps: int = 0
     """AR adaptation: the attention goes from causal to full over this many steps (mask = causal OR
     Bernoulli(min(1, step/N)); 10000 in DiffuCoder). 0: full attention from the start."""

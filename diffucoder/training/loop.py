@@ -57,12 +57,17 @@ class TrainResult:
 class DiffusionObjective(nn.Module):
     """Wraps the model so DDP/FSDP see one forward: returns (sum CE/t, sum CE, #masked, #maskable)."""
 
-    def __init__(self, model: DreamModel) -> None:
+    def __init__(self, model: DreamModel, loss_weighting: str = "elbo") -> None:
         super().__init__()
+        if loss_weighting not in ("elbo", "none"):
+            raise ValueError(f"loss_weighting must be 'elbo' or 'none', got {loss_weighting!r}")
         self.model = model
+        self.loss_weighting = loss_weighting
 
     def forward(self, xt: torch.Tensor, x0: torch.Tensor, is_masked: torch.Tensor, t: torch.Tensor,
                 maskable: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if self.loss_weighting == "none" and self.training:  # eval mode (held-out ELBO) keeps 1/t
+            t = torch.ones_like(t)  # weight 1/t = 1: the weighted sum is the plain masked CE
         s = model_loss_sums(self.model, xt, x0, is_masked, t, maskable, attention_mask)
         return s.weighted_ce, s.ce, s.n_masked, s.n_maskable
 
@@ -165,8 +170,8 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
 def _build_text_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_records: Sequence[Any]) -> dict:
     from diffucoder.data.packing import load_texts, pack_documents, split_heldout
 
-    extra = list(cfg.data.extra_texts) + list(extra_texts) + _synthetic_solutions(cfg.data.synthetic_solutions,
-                                                                                   cfg.seed)
+    extra = list(cfg.data.extra_texts) + list(extra_texts) + _synthetic_solutions(
+        cfg.data.synthetic_solutions, cfg.seed, cfg.data.synthetic_questions)
     texts = load_texts(cfg.data.corpus, extra, cfg.data.max_documents, cfg.data.stdlib_exclude)
     train_docs, held_docs = split_heldout(texts, cfg.data.heldout_fraction)
     sep = tok.eos_token_id if cfg.data.separator == "eos" else None
@@ -226,13 +231,14 @@ def _synthetic_records(n: int, seed: int) -> list:
     return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed))]
 
 
-def _synthetic_solutions(n: int, seed: int) -> list[str]:
-    """Canonical solutions of ``n`` train-split synthetic tasks, as pretraining documents."""
+def _synthetic_solutions(n: int, seed: int, questions: bool = False) -> list[str]:
+    """Canonical solutions of ``n`` train-split synthetic tasks (headed by their questions as comments when
+    ``questions``), as pretraining documents."""
     if n <= 0:
         return []
     from diffucoder.tasks import iter_solution_texts
 
-    return list(iter_solution_texts(n, seed=seed, split="train"))
+    return list(iter_solution_texts(n, seed=seed, split="train", with_question=questions))
 
 
 def build_model(cfg: TrainConfig, tok, device: torch.device) -> DreamModel:
@@ -462,7 +468,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
         model.tie_weights()
     if cfg.runtime.compile:
         model.model.forward = torch.compile(model.model.forward)  # type: ignore[method-assign]
-    objective = D.wrap(DiffusionObjective(model), info, cfg.runtime.fsdp, (DecoderLayer,))
+    objective = D.wrap(DiffusionObjective(model, cfg.diffusion.loss_weighting), info, cfg.runtime.fsdp, (DecoderLayer,))
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                   betas=tuple(cfg.optim.betas), eps=cfg.optim.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
