@@ -12,11 +12,12 @@ of its content, so it does not depend on the order or on the other documents.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+
+from diffucoder.jsonl import iter_jsonl
 
 
 def load_texts(sources: Sequence[str], extra_texts: Sequence[str] = (), max_documents: int | None = None,
@@ -53,15 +54,9 @@ def load_texts(sources: Sequence[str], extra_texts: Sequence[str] = (), max_docu
                 raise FileNotFoundError(f"{p}: corpus folder holds no .py files")
             texts.extend(f.read_bytes().decode("utf-8", errors="replace") for f in files)
         elif p.is_file() and p.suffix == ".jsonl":
-            for i, line in enumerate(p.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{i}: not valid JSON ({e})") from None
+            for where, row in iter_jsonl(p, "text corpus"):
                 if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise ValueError(f"{p}:{i}: a text corpus line needs a string field 'text'")
+                    raise ValueError(f"{where}: a text corpus line needs a string field 'text'")
                 texts.append(row["text"])
         elif p.is_file():
             texts.append(p.read_bytes().decode("utf-8", errors="replace"))

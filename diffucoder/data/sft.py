@@ -12,13 +12,14 @@ of the answer region, which is how a diffusion model learns where its answer sto
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from diffucoder.jsonl import iter_jsonl
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffucoder.tokenizer import DiffuTokenizer
@@ -73,18 +74,7 @@ def parse_record(row: Any, where: str = "record") -> SFTRecord:
 
 
 def read_sft_jsonl(path: str | Path) -> list[SFTRecord]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: SFT file not found")
-    out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not valid JSON ({e})") from None
-        out.append(parse_record(row, f"{path}:{i}"))
+    out = [parse_record(row, where) for where, row in iter_jsonl(path, "SFT file")]
     if not out:
         raise ValueError(f"{path}: no examples")
     return out

@@ -16,7 +16,6 @@ A ``Task`` knows how to turn a candidate solution into a sandbox ``Job``:
 from __future__ import annotations
 
 import copy
-import gzip
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from diffucoder.execution import Job
+from diffucoder.jsonl import iter_jsonl
 
 # EvalPlus's special oracles, by entry point (behaviour re-implemented from its documentation of the rules)
 _MBPP_OUTPUT_NOT_NONE = ("check_str", "text_match_three", "text_starta_endb")
@@ -96,19 +96,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON: {e}") from None
-    return rows
+    return [row for _, row in iter_jsonl(path, "dataset file")]
 
 
 def _require(row: dict, keys: Iterable[str], where: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from diffucoder.tasks.concepts import TIERS
+from diffucoder.jsonl import iter_jsonl
 from diffucoder.tasks.generator import Task, generate_tasks
 
 PROMPT_INSTRUCTION = "Answer with exactly one ```python code block that contains the complete function."
@@ -89,20 +90,10 @@ def write_jsonl(rows: Iterable[Task | dict[str, Any]], path: str | Path) -> int:
 
 def load_jsonl(path: str | Path) -> list[Task]:
     """Read tasks written by :func:`write_jsonl` (rows of :meth:`Task.to_dict`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no task file at {path}")
     tasks = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            try:
-                tasks.append(Task.from_dict(row))
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
+    for where, row in iter_jsonl(path, "task file"):
+        try:
+            tasks.append(Task.from_dict(row))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}: {e}") from None
     return tasks
