@@ -50,11 +50,15 @@ class DemoSettings:
     """Use only the first N standard-library files (None: all)."""
     synthetic_solutions: int = 4000
     """Synthetic canonical solutions mixed into the pretraining corpus."""
+    synthetic_questions: bool = True
+    """Head each of those solutions with its question as a comment (teaches the text-to-code copying)."""
     sft_steps: int = 100
     sft_batch: int = 16
     sft_tasks: int = 4000
     sft_max_length: int = 160
     sft_lr: float = 1e-3
+    sft_loss_weighting: str = "elbo"
+    """"elbo" (1/t-weighted masked CE) or "none" (plain masked CE); see DiffusionSection.loss_weighting."""
     eval_tasks_per_tier: int = 8
     eval_samples: int = 2
     """Samples per task (pass@k for k up to this)."""
@@ -170,6 +174,7 @@ class Demo:
         over = [
             "task=pretrain", f"model.preset={s.preset}", f"tokenizer.path={self.dir / 'tokenizer'}",
             f"data.synthetic_solutions={s.synthetic_solutions}", f"data.seq_len={s.pretrain_seq_len}",
+            f"data.synthetic_questions={str(s.synthetic_questions).lower()}",
             f"optim.steps={s.pretrain_steps}", f"optim.global_batch_size={s.pretrain_batch}",
             f"optim.micro_batch_size={s.pretrain_batch}", f"optim.lr={s.pretrain_lr}",
             f"optim.warmup_steps={max(1, s.pretrain_steps // 20)}", "diffusion.t_sampling=stratified",
@@ -189,7 +194,8 @@ class Demo:
             f"optim.steps={s.sft_steps}", f"optim.global_batch_size={s.sft_batch}",
             f"optim.micro_batch_size={s.sft_batch}", f"optim.lr={s.sft_lr}",
             f"optim.warmup_steps={max(1, s.sft_steps // 20)}", "optim.weight_decay=0.0",
-            "diffusion.t_sampling=stratified", f"eval.every={max(1, s.sft_steps // 4)}",
+            "diffusion.t_sampling=stratified", f"diffusion.loss_weighting={s.sft_loss_weighting}",
+            f"eval.every={max(1, s.sft_steps // 4)}",
             "eval.num_sequences=32", f"checkpoint.every={max(1, s.sft_steps // 4)}",
         ]
         return self._train("sft", over)
@@ -245,7 +251,6 @@ class Demo:
         return self._evaluate("eval_sft", self.done("sft")["path"])
 
     def stage_analysis(self) -> dict:
-        import torch
 
         from diffucoder.analysis.experiment import PromptSet, analyze_decoding_order
         from diffucoder.model import DreamModel
@@ -347,10 +352,46 @@ def pass_at_k_by_tier(per_task: dict[str, dict], tiers: dict[str, str], ks: tupl
     return out
 
 
+def apply_overrides(settings: DemoSettings, pairs: list[str]) -> DemoSettings:
+    """``["sft_steps=2400", "analysis_temperatures=0.2,1.0"]`` applied to ``settings``, each value parsed to
+    its field's type; an unknown key or a value that does not parse is a ValueError that names it."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(DemoSettings)
+    names = [f.name for f in dataclasses.fields(DemoSettings)]
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"demo setting {pair!r}: expected KEY=VALUE")
+        if key not in hints:
+            raise ValueError(f"unknown demo setting {key!r}; valid: {', '.join(names)}")
+        hint, text = hints[key], text.strip()
+        try:
+            if text.lower() == "none" and type(None) in typing.get_args(hint):
+                value: Any = None
+            elif hint is bool:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError("expected true or false")
+                value = text.lower() == "true"
+            elif typing.get_origin(hint) is tuple:
+                value = tuple(float(x) for x in text.split(",") if x.strip())
+            else:
+                base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+                value = base(text)
+        except ValueError as e:
+            raise ValueError(f"demo setting {key}={text!r}: {e}") from None
+        changes[key] = value
+    return replace(settings, **changes)
+
+
 def run_demo(run_dir: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
              stop_after: str | None = None, **overrides: Any) -> dict[str, Any]:
     settings = replace(QUICK if quick else FULL, **overrides)
     return Demo(run_dir, settings, seed=seed, progress=progress).run(stop_after=stop_after)
 
 
-__all__ = ["Demo", "DemoSettings", "FULL", "QUICK", "STAGES", "pass_at_k_by_tier", "run_demo", "field"]
+__all__ = ["Demo", "DemoSettings", "FULL", "QUICK", "STAGES", "apply_overrides", "pass_at_k_by_tier", "run_demo",
+           "field"]

@@ -44,3 +44,18 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
 
     with pytest.raises(ValueError, match="other settings"):
         run_demo(run, quick=True, progress=False, **{**TINY, "sft_steps": 3})
+
+
+def test_setting_overrides_are_typed_and_checked():
+    from diffucoder.demo import FULL, apply_overrides
+
+    s = apply_overrides(FULL, ["sft_steps=2400", "sft_lr=2e-3", "synthetic_questions=false",
+                               "pretrain_stdlib_files=200", "analysis_temperatures=0.2,1.0", "threads=none"])
+    assert (s.sft_steps, s.sft_lr, s.synthetic_questions, s.pretrain_stdlib_files) == (2400, 2e-3, False, 200)
+    assert s.analysis_temperatures == (0.2, 1.0) and s.threads is None and s.vocab_size == FULL.vocab_size
+    with pytest.raises(ValueError, match="unknown demo setting 'sft_stpes'; valid: .*sft_steps"):
+        apply_overrides(FULL, ["sft_stpes=3"])
+    with pytest.raises(ValueError, match="sft_steps='many'"):
+        apply_overrides(FULL, ["sft_steps=many"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        apply_overrides(FULL, ["sft_steps"])

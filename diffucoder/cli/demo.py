@@ -16,19 +16,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop-after", choices=None, default=None, help="stop after this stage (e.g. sft)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one budget of the chosen profile (repeatable), e.g. --set sft_steps=2400; the "
+                        "keys are DemoSettings' fields (diffucoder/demo.py)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffucoder.demo import STAGES, run_demo
+    from diffucoder.demo import FULL, QUICK, STAGES, apply_overrides, run_demo
 
+    try:
+        settings = apply_overrides(QUICK if args.quick else FULL, args.overrides)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.stop_after is not None and args.stop_after not in STAGES:
         raise SystemExit(f"error: --stop-after must be one of {', '.join(STAGES)}")
     run_dir = args.run_dir
     if args.quick and run_dir == Path("runs/demo"):
         run_dir = Path("runs/demo-quick")
     t0 = time.time()
+    changed = {k: v for k, v in vars(settings).items() if getattr(QUICK if args.quick else FULL, k) != v}
     summary = run_demo(run_dir, quick=args.quick, seed=args.seed, progress=not args.no_progress,
-                       stop_after=args.stop_after)
+                       stop_after=args.stop_after, **changed)
     print(f"\n[demo] finished in {time.time() - t0:.0f}s: {run_dir}")
     for name in ("eval_sft", "eval_rl"):
         e = summary.get(name) or {}
