@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 STAGES = ("tokenizer", "pretrain", "sft", "eval_sft", "analysis", "rl", "eval_rl", "report")
 TIERS = ("easy", "medium", "hard")
@@ -57,7 +57,7 @@ class DemoSettings:
     sft_tasks: int = 4000
     sft_max_length: int = 160
     sft_lr: float = 1e-3
-    sft_loss_weighting: str = "elbo"
+    sft_loss_weighting: Literal["elbo", "none"] = "elbo"
     """"elbo" (1/t-weighted masked CE) or "none" (plain masked CE); see DiffusionSection.loss_weighting."""
     eval_tasks_per_tier: int = 8
     eval_samples: int = 2
@@ -76,7 +76,7 @@ class DemoSettings:
     """Rollout temperature (the paper found 1.2 better than 1.0 for 7B models)."""
     stage_minutes_cap: float = 3.0
     """Safety cap on each training stage's wall time."""
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"
     """Training precision ("fp32" or "bf16" autocast). On CPUs without AMX, bf16 matmuls are slower than fp32
     (measured here: 148 vs 51 GFLOP/s on one thread), so fp32 is the CPU default; decoding runs in the same."""
     threads: int | None = None
@@ -251,7 +251,6 @@ class Demo:
         return self._evaluate("eval_sft", self.done("sft")["path"])
 
     def stage_analysis(self) -> dict:
-
         from diffucoder.analysis.experiment import PromptSet, analyze_decoding_order
         from diffucoder.model import DreamModel
         from diffucoder.tokenizer import load_tokenizer
@@ -353,37 +352,25 @@ def pass_at_k_by_tier(per_task: dict[str, dict], tiers: dict[str, str], ks: tupl
 
 
 def apply_overrides(settings: DemoSettings, pairs: list[str]) -> DemoSettings:
-    """``["sft_steps=2400", "analysis_temperatures=0.2,1.0"]`` applied to ``settings``, each value parsed to
-    its field's type; an unknown key or a value that does not parse is a ValueError that names it."""
-    import dataclasses
+    """``["sft_steps=2400", "analysis_temperatures=0.2,1.0"]`` applied to ``settings``: values are read as YAML
+    ("none" as None) and checked against the field's type by the training configs' checker; an unknown key or
+    a value of the wrong type is a ValueError that names it."""
     import typing
 
+    from diffucoder.training.config import check_value, parse_value
+
     hints = typing.get_type_hints(DemoSettings)
-    names = [f.name for f in dataclasses.fields(DemoSettings)]
     changes: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
+        key, sep, text = (part.strip() for part in pair.partition("="))
         if not sep:
             raise ValueError(f"demo setting {pair!r}: expected KEY=VALUE")
         if key not in hints:
-            raise ValueError(f"unknown demo setting {key!r}; valid: {', '.join(names)}")
-        hint, text = hints[key], text.strip()
+            raise ValueError(f"unknown demo setting {key!r}; valid: {', '.join(hints)}")
         try:
-            if text.lower() == "none" and type(None) in typing.get_args(hint):
-                value: Any = None
-            elif hint is bool:
-                if text.lower() not in ("true", "false"):
-                    raise ValueError("expected true or false")
-                value = text.lower() == "true"
-            elif typing.get_origin(hint) is tuple:
-                value = tuple(float(x) for x in text.split(",") if x.strip())
-            else:
-                base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-                value = base(text)
+            changes[key] = check_value(None if text.lower() == "none" else parse_value(text), hints[key], key)
         except ValueError as e:
             raise ValueError(f"demo setting {key}={text!r}: {e}") from None
-        changes[key] = value
     return replace(settings, **changes)
 
 

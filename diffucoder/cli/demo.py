@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffucoder.demo import FULL, QUICK, STAGES, apply_overrides, run_demo
+    from diffucoder.demo import FULL, QUICK, STAGES, Demo, apply_overrides
 
     try:
         settings = apply_overrides(QUICK if args.quick else FULL, args.overrides)
@@ -34,9 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quick and run_dir == Path("runs/demo"):
         run_dir = Path("runs/demo-quick")
     t0 = time.time()
-    changed = {k: v for k, v in vars(settings).items() if getattr(QUICK if args.quick else FULL, k) != v}
-    summary = run_demo(run_dir, quick=args.quick, seed=args.seed, progress=not args.no_progress,
-                       stop_after=args.stop_after, **changed)
+    summary = Demo(run_dir, settings, seed=args.seed, progress=not args.no_progress).run(stop_after=args.stop_after)
     print(f"\n[demo] finished in {time.time() - t0:.0f}s: {run_dir}")
     for name in ("eval_sft", "eval_rl"):
         e = summary.get(name) or {}

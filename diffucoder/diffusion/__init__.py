@@ -12,6 +12,7 @@ from diffucoder.diffusion.losses import (LossSums, elbo_weights, masked_diffusio
 from diffucoder.diffusion.noise import (NoisedBatch, annealed_attention_mask, mask_tokens, mask_with_uniforms,
                                         maskable_positions, noise_batch, sample_t)
 
-__all__ = ["EstimatorConfig", "LossSums", "MaskPlan", "draw_mask_plan", "estimate_logp", "NoisedBatch", "annealed_attention_mask", "elbo_weights", "mask_tokens",
+__all__ = ["EstimatorConfig", "LossSums", "MaskPlan", "NoisedBatch", "annealed_attention_mask", "draw_mask_plan",
+           "elbo_weights", "estimate_logp", "mask_tokens",
            "mask_with_uniforms", "maskable_positions", "masked_diffusion_loss", "masked_diffusion_loss_sums",
            "masked_positions_logits", "model_loss_sums", "noise_batch", "normalize", "sample_t"]

@@ -153,10 +153,13 @@ def masked_diffusion_loss(token_logits: torch.Tensor, x0: torch.Tensor, is_maske
 
 def model_loss_sums(model: nn.Module, xt: torch.Tensor, x0: torch.Tensor, is_masked: torch.Tensor,
                     t: torch.Tensor, maskable: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                    position_ids: torch.Tensor | None = None) -> LossSums:
-    """Loss sums for a :class:`~diffucoder.model.DreamModel` on a noised batch, LM head at masked rows only."""
+                    position_ids: torch.Tensor | None = None, row_weights: torch.Tensor | None = None
+                    ) -> LossSums:
+    """Loss sums for a :class:`~diffucoder.model.DreamModel` on a noised batch, LM head at masked rows only.
+
+    ``row_weights`` (B,): the weight of each row's masked tokens in ``weighted_ce``; default the ELBO's 1/t."""
     hidden = model.model(xt, attention_mask, position_ids)  # (B, L, H)
     logits, rows, cols = masked_positions_logits(hidden, model.lm_head, is_masked, model.config.shift_logits)
-    w = elbo_weights(t)[rows]  # (N,)
+    w = (elbo_weights(t) if row_weights is None else row_weights)[rows]  # (N,)
     wce, ce = masked_ce_sums(logits, x0[rows, cols], w)
     return LossSums(wce, ce, is_masked.sum(), maskable.sum())

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffucoder.tasks.concepts import TIERS
 from diffucoder.jsonl import iter_jsonl
+from diffucoder.tasks.concepts import TIERS
 from diffucoder.tasks.generator import Task, generate_tasks
 
 PROMPT_INSTRUCTION = "Answer with exactly one ```python code block that contains the complete function."

@@ -131,9 +131,9 @@ def _question(draft: Draft, rng: TaskRng, tests: list[tuple[tuple, Any]]) -> str
         informative = [(a, o) for a, o in tests if not trivial(a, o)]
         args, out = rng.choice(informative or tests)
         text += f" For example, {_call(draft.name, args)} should return {out!r}."
-    # The signature closes the question on a line of its own, exactly as the answer's first code line reads:
-    # then the answer's name and arguments sit at a fixed distance from their copy in the prompt (what a small
-    # model learns first: measured, a 5M model did not learn to copy names from the sentence in 2,000 steps).
+    # The signature closes the question on a line of its own, token for token as the answer's first code line
+    # reads, so the answer's name and arguments have an exact copy a short way back in the prompt (copying is
+    # what small models learn slowest: see benchmarks/copy_emergence.py).
     return f"{text}\nSignature:\ndef {_signature(draft)}:"
 
 

@@ -300,7 +300,9 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _check(value: Any, tp: Any, where: str) -> Any:
+def check_value(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against (and, for numbers and tuples, converted to) the annotation ``tp``; a ConfigError
+    that names ``where`` otherwise. Shared by every typed settings class (training configs, demo budgets)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -312,7 +314,7 @@ def _check(value: Any, tp: Any, where: str) -> Any:
                     return None
                 continue
             try:
-                return _check(value, arg, where)
+                return check_value(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(f"{where}: {value!r} does not match {tp}" if value is not None or not errors
@@ -325,7 +327,16 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (arg,) = get_args(tp) or (Any,)
-        return [_check(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [check_value(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:  # tuple[X, ...]: a list, a tuple, "a,b,c" or a single value from a command line
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arg, *_) = get_args(tp) or (Any,)
+        return tuple(check_value(v, arg, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -367,14 +378,15 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
-    kwargs = {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    kwargs = {k: check_value(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A command-line value read as YAML (``3`` -> 3, ``false`` -> False), or the text itself when it is not."""
     import yaml
 
     try:
@@ -395,7 +407,7 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = parse_value(value)
     return data
 
 

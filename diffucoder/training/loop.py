@@ -66,9 +66,9 @@ class DiffusionObjective(nn.Module):
 
     def forward(self, xt: torch.Tensor, x0: torch.Tensor, is_masked: torch.Tensor, t: torch.Tensor,
                 maskable: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        if self.loss_weighting == "none" and self.training:  # eval mode (held-out ELBO) keeps 1/t
-            t = torch.ones_like(t)  # weight 1/t = 1: the weighted sum is the plain masked CE
-        s = model_loss_sums(self.model, xt, x0, is_masked, t, maskable, attention_mask)
+        plain = self.loss_weighting == "none" and self.training  # eval mode (held-out ELBO) keeps 1/t
+        s = model_loss_sums(self.model, xt, x0, is_masked, t, maskable, attention_mask,
+                            row_weights=torch.ones_like(t) if plain else None)
         return s.weighted_ce, s.ce, s.n_masked, s.n_maskable
 
 
@@ -168,11 +168,10 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
 
 
 def _build_text_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_records: Sequence[Any]) -> dict:
-    from diffucoder.data.packing import load_texts, pack_documents, split_heldout
+    from diffucoder.data.packing import pack_documents, split_heldout
 
-    extra = list(cfg.data.extra_texts) + list(extra_texts) + _synthetic_solutions(
-        cfg.data.synthetic_solutions, cfg.seed, cfg.data.synthetic_questions)
-    texts = load_texts(cfg.data.corpus, extra, cfg.data.max_documents, cfg.data.stdlib_exclude)
+    texts = corpus_texts(cfg, list(extra_texts) + _synthetic_solutions(
+        cfg.data.synthetic_solutions, cfg.seed, cfg.data.synthetic_questions))
     train_docs, held_docs = split_heldout(texts, cfg.data.heldout_fraction)
     sep = tok.eos_token_id if cfg.data.separator == "eos" else None
     train = pack_documents(tok.encode_batch(train_docs), cfg.data.seq_len, sep)
@@ -229,6 +228,14 @@ def _synthetic_records(n: int, seed: int) -> list:
     if gen is None or to_rec is None:
         raise ConfigError("sft.synthetic_tasks needs diffucoder.tasks.generate_tasks and to_sft_record")
     return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed))]
+
+
+def corpus_texts(cfg: TrainConfig, extra_texts: Sequence[str] = ()) -> list[str]:
+    """The documents of ``cfg.data`` (its sources, exclusions and inline texts) followed by ``extra_texts``."""
+    from diffucoder.data.packing import load_texts
+
+    return load_texts(cfg.data.corpus, list(cfg.data.extra_texts) + list(extra_texts), cfg.data.max_documents,
+                      cfg.data.stdlib_exclude)
 
 
 def _synthetic_solutions(n: int, seed: int, questions: bool = False) -> list[str]:
@@ -448,13 +455,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
         with atomic_directory(run_dir / "tokenizer") as tmp:
             tokenizer.save_pretrained(tmp)
 
-    def corpus_texts():
-        from diffucoder.data.packing import load_texts
-
-        return load_texts(cfg.data.corpus, list(cfg.data.extra_texts) + list(extra_texts), cfg.data.max_documents,
-                          cfg.data.stdlib_exclude)
-
-    tok = build_tokenizer(cfg, run_dir, info, corpus_texts)
+    tok = build_tokenizer(cfg, run_dir, info, lambda: corpus_texts(cfg, extra_texts))
     data = build_data(cfg, tok, run_dir, info, extra_texts, sft_records)
     model = build_model(cfg, tok, info.device)
     mcfg = model.config
