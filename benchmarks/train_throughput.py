@@ -12,6 +12,7 @@ softmax and the optimizer count as zero, as usual for MFU.
 
     python benchmarks/train_throughput.py                 # tiny, 5m, 20m in fp32 and bf16
     python benchmarks/train_throughput.py --models 5m --precisions bf16 --seconds 20
+    python benchmarks/train_throughput.py --models 5m --precisions fp32 --profile   # where the time goes
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class Result:
     steps: int
 
 
-def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, batch: int, seconds: float
-          ) -> Result:
+def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, batch: int, seconds: float,
+          profile: bool = False) -> Result:
     cfg = DreamConfig.preset(preset, vocab_size=vocab, mask_token_id=vocab - 1, shift_logits=True)
     model = DreamModel(cfg)
     obj = DiffusionObjective(model).train()
@@ -113,6 +114,15 @@ def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, ba
         times.append(time.perf_counter() - s0)
         flops.append(step_flops(cfg, tk, m, seq_len))
         i += 1
+    if profile:  # where the step's time goes, by operator
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for j in range(3):
+                step(i + j)
+        print(f"\n{preset} {precision}: 3 steps by operator (self time)")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
     # the median step (robust to other processes on a shared machine) and the fastest one
     order = sorted(range(len(times)), key=times.__getitem__)
     med, best = order[len(order) // 2], order[0]
@@ -132,6 +142,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0, help="timed seconds per configuration")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--profile", action="store_true", help="also print a per-operator profile of 3 steps")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,7 +158,7 @@ def main() -> None:
           f"{'best tok/s':>10} {'best MFU':>8} {'steps':>5}")
     for m in args.models:
         for p in args.precisions:
-            r = bench(m, p, peaks[p], args.vocab, args.seq_len, args.batch, args.seconds)
+            r = bench(m, p, peaks[p], args.vocab, args.seq_len, args.batch, args.seconds, args.profile)
             results.append(r)
             print(f"{r.model:>6} {r.precision:>5} {r.params:>9,} {r.non_embedding_params:>9,} "
                   f"{r.tokens_per_s:>8.0f} {r.tflops * 1e3:>8.1f} {r.mfu:>6.1%} {r.best_tokens_per_s:>10.0f} "
