@@ -292,6 +292,12 @@ def test_records(train_tasks):
         assert r["test"] == "\n".join(r["test_cases"]) + "\n"
     sols = list(iter_solution_texts(30, seed=0))
     assert sols == [x.solution for x in train_tasks[:30]]
+    # headed by the question as a comment: every question line commented, so the document parses
+    for text, task in zip(iter_solution_texts(30, seed=0, with_question=True), train_tasks[:30]):
+        assert text.endswith(task.solution) and text.startswith("# ")
+        comment = text[: -len(task.solution)]
+        assert all(line.startswith("# ") for line in comment.splitlines())
+        ast.parse(text)
 
 
 def test_jsonl_round_trip(tmp_path, train_tasks):

@@ -67,9 +67,13 @@ def iter_solution_texts(n: int, seed: int = 0, split: str = "train",
                         tiers: Sequence[str] = TIERS, with_question: bool = False) -> Iterator[str]:
     """Canonical solutions of ``n`` tasks, as plain text for mixing into a pretraining corpus (train split by
     default: never mix the test split into training data). ``with_question``: each headed by its question as
-    a ``#`` comment line."""
+    ``#`` comment (every line of it, so the document stays valid Python)."""
     for task in generate_tasks(n, split, seed, tiers):
-        yield f"# {task.question}\n{task.solution}" if with_question else task.solution
+        if with_question:
+            comment = "".join(f"# {line}\n" for line in task.question.splitlines())
+            yield comment + task.solution
+        else:
+            yield task.solution
 
 
 def write_jsonl(rows: Iterable[Task | dict[str, Any]], path: str | Path) -> int:
