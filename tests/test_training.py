@@ -224,3 +224,17 @@ def test_plain_masked_ce_weighting_trains_unweighted_and_evaluates_the_elbo():
         DiffusionObjective(model, "inverse")
     with pytest.raises(ConfigError, match="loss_weighting"):
         load_config(None, ["diffusion.loss_weighting=inverse"])
+
+
+def test_sft_synthetic_tiers_weight_the_task_mix():
+    from diffucoder.data.sft import parse_record
+    from diffucoder.tasks import generate_tasks, to_sft_record
+    from diffucoder.training.config import ConfigError
+    from diffucoder.training.loop import _synthetic_records
+
+    easy = _synthetic_records(6, 0, ["easy"])
+    assert easy == [parse_record(to_sft_record(t)) for t in generate_tasks(6, "train", 0, ("easy",))]
+    weighted = generate_tasks(8, "train", 0, ("easy", "easy", "hard"))
+    assert [t.tier for t in weighted].count("easy") >= 5
+    with pytest.raises(ConfigError, match="unknown tier.*'expert'"):
+        _synthetic_records(3, 0, ["easy", "expert"])

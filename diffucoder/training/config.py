@@ -98,6 +98,9 @@ class SFTSection:
     answer) or {"prompt": ..., "completion": ...}."""
     synthetic_tasks: int = 0
     """Also generate this many synthetic programming tasks (diffucoder.tasks) as examples."""
+    synthetic_tiers: list[str] = field(default_factory=lambda: ["easy", "medium", "hard"])
+    """Tiers of those tasks, taken round-robin: repeat a tier to weight it (["easy", "easy", "medium", "hard"]
+    makes half of them easy)."""
     max_length: int = 256
     """Tokens per SFT row: prompt + answer + pad tokens. Longer examples are dropped (and counted)."""
     padding: Literal["fixed", "flexible"] = "fixed"

@@ -196,7 +196,7 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
         records.extend(read_sft_jsonl(f))
     records.extend(parse_record(r, f"sft_records[{i}]") for i, r in enumerate(sft_records))
     if cfg.sft.synthetic_tasks > 0:
-        records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed))
+        records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed, cfg.sft.synthetic_tiers))
     if not records:
         raise ConfigError("task 'sft' has no examples: set sft.files or sft.synthetic_tasks (or pass sft_records)")
     examples = encode_examples(records, tok, system_prompt=cfg.sft.system_prompt)
@@ -215,8 +215,9 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
     return {"train": train, "heldout": held, "description": desc}
 
 
-def _synthetic_records(n: int, seed: int) -> list:
-    """``n`` synthetic programming tasks as SFT records (diffucoder.tasks: generate + to_sft_record)."""
+def _synthetic_records(n: int, seed: int, tiers: Sequence[str] = ("easy", "medium", "hard")) -> list:
+    """``n`` synthetic programming tasks of ``tiers`` (round-robin) as SFT records (diffucoder.tasks: generate +
+    to_sft_record)."""
     from diffucoder.data.sft import parse_record
 
     try:
@@ -227,7 +228,10 @@ def _synthetic_records(n: int, seed: int) -> list:
     to_rec = getattr(tasks, "to_sft_record", None)
     if gen is None or to_rec is None:
         raise ConfigError("sft.synthetic_tasks needs diffucoder.tasks.generate_tasks and to_sft_record")
-    return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed))]
+    unknown = sorted(set(tiers) - set(tasks.TIERS))
+    if unknown or not tiers:
+        raise ConfigError(f"sft.synthetic_tiers: unknown tier(s) {unknown or tiers}; choose from {list(tasks.TIERS)}")
+    return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed, tiers))]
 
 
 def corpus_texts(cfg: TrainConfig, extra_texts: Sequence[str] = ()) -> list[str]:
