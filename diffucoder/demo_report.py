@@ -113,8 +113,11 @@ def write_report(demo: "Demo") -> Path:
     lines += [f"Run folder: `{d}`. Settings: `{d / 'demo_settings.json'}`.", ""]
 
     # training
-    lines += ["## Training", "", "| stage | steps | tokens | final train loss (1/t-weighted) | held-out masked CE | unigram CE | time |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["## Training", "",
+              "| stage | steps | tokens | objective | final train loss | held-out masked CE | unigram CE | time |",
+              "|---|---|---|---|---|---|---|---|"]
+    objective = {"pretrain": "ELBO (1/t-weighted CE)",
+                 "sft": "ELBO (1/t-weighted CE)" if demo.s.sft_loss_weighting == "elbo" else "masked CE"}
     for name in ("pretrain", "sft"):
         r = s[name]
         if not r:
@@ -123,7 +126,7 @@ def write_report(demo: "Demo") -> Path:
         uni = r.get("unigram_baseline")
         cells = (r.get("final_loss"), ev.get("masked_ce", ev.get("eval/masked_ce")), uni)
         loss, ce, uni = ("n/a" if x is None or x != x else f"{x:.3f}" for x in cells)  # None/NaN: not measured
-        lines.append(f"| {name} | {r.get('steps')} | {r.get('tokens'):,} | {loss} | {ce} | {uni} | "
+        lines.append(f"| {name} | {r.get('steps')} | {r.get('tokens'):,} | {objective[name]} | {loss} | {ce} | {uni} | "
                      f"{r.get('stage_seconds', 0):.0f}s |")
     lp = plot_losses({n: s[n].get("metrics", "") for n in ("pretrain", "sft") if s[n]}, plots / "losses.png")
     if lp:
