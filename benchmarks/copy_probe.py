@@ -7,9 +7,10 @@ token at a time is masked; the model sees everything else. The tokens are groupe
 - ``arg``: an argument name used in the body (``return n ...``: the ``n``), which must match the def line;
 - ``name``: a token of the function name after the first (the name is in the prompt's Signature line).
 
-Every one of these tokens is also visible elsewhere in the row (prompt and def line), so a model that copies
-gets them right; one that does not falls back to its prior (the most frequent constant or argument name). Prints
-the mean cross-entropy and the argmax accuracy per group for each model folder.
+Nearly all of these tokens also appear elsewhere in the row (the prompt, the def line; the exceptions are
+digits the solution's shape fixes, like the ``0`` of ``== 0``). So a model that copies gets them right, and one
+that does not falls back to its prior (the most frequent constant or argument name). Prints the mean
+cross-entropy and the argmax accuracy per group for each model folder.
 
     .venv/bin/python benchmarks/copy_probe.py runs/demo/sft/final [other/model ...] --tier easy
 """
