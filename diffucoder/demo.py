@@ -89,6 +89,11 @@ class DemoSettings:
     threads: int | None = None
     """torch CPU threads (None: torch's default; 1 helps on a machine busy with other work)."""
 
+    def __post_init__(self) -> None:
+        bad = [t for t in self.sft_tiers if t not in TIERS]
+        if bad or not self.sft_tiers:
+            raise ValueError(f"sft_tiers={self.sft_tiers!r}: each must be one of {TIERS} (and at least one)")
+
 
 QUICK = DemoSettings()
 FULL = DemoSettings(

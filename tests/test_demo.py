@@ -59,3 +59,6 @@ def test_setting_overrides_are_typed_and_checked():
         apply_overrides(FULL, ["sft_steps=many"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         apply_overrides(FULL, ["sft_steps"])
+    assert apply_overrides(FULL, ["sft_tiers=easy,hard"]).sft_tiers == ("easy", "hard")
+    with pytest.raises(ValueError, match="sft_tiers=.*'expert'"):
+        apply_overrides(FULL, ["sft_tiers=easy,expert"])

@@ -230,7 +230,8 @@ def _synthetic_records(n: int, seed: int, tiers: Sequence[str] = ("easy", "mediu
         raise ConfigError("sft.synthetic_tasks needs diffucoder.tasks.generate_tasks and to_sft_record")
     unknown = sorted(set(tiers) - set(tasks.TIERS))
     if unknown or not tiers:
-        raise ConfigError(f"sft.synthetic_tiers: unknown tier(s) {unknown or tiers}; choose from {list(tasks.TIERS)}")
+        what = f"unknown tier(s) {unknown}" if unknown else "no tiers"
+        raise ConfigError(f"sft.synthetic_tiers: {what}; choose from {list(tasks.TIERS)}")
     return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed, tiers))]
 
 
