@@ -56,9 +56,10 @@ class DemoSettings:
     sft_batch: int = 16
     sft_tasks: int = 4000
     sft_max_length: int = 160
-    sft_tiers: tuple[str, ...] = ("easy", "easy", "easy", "medium", "hard")
-    """Tiers of the SFT tasks, round-robin (repeat one to weight it). Easy-heavy by default: copying a
-    constant from the prompt is learned from the easy tasks first (benchmarks/copy_probe.py)."""
+    sft_tiers: tuple[str, ...] = ("easy",)
+    """Tiers of the SFT tasks, round-robin (repeat one to weight it). Easy only by default: at this budget the
+    easy tasks alone teach copying constants and argument names from the prompt, and mixing in the other tiers
+    slows that down (benchmarks/copy_probe.py; README)."""
     sft_padding: Literal["fixed", "flexible"] = "flexible"
     """SFT row padding (sft.padding): "flexible" pads to the batch's longest row (fewer pad targets, about a
     third less compute per step than fixed 160-token rows); "fixed" is DiffuCoder's."""
@@ -97,9 +98,9 @@ class DemoSettings:
 
 QUICK = DemoSettings()
 FULL = DemoSettings(
-    vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=400, pretrain_batch=16, pretrain_seq_len=128,
+    vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
     pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=1500, sft_batch=16, sft_tasks=20000,
-    eval_tasks_per_tier=30, eval_samples=4, eval_steps=32, analysis_prompts=8,
+    eval_tasks_per_tier=30, eval_samples=2, eval_steps=64, analysis_prompts=8,
     analysis_temperatures=(0.2, 0.6, 1.0, 1.2), rl_steps=16, rl_prompts_per_step=2, rl_num_generations=4,
     stage_minutes_cap=10.0,
 )
