@@ -36,19 +36,19 @@ GROUPS = ("digit", "arg", "name")
 
 def token_groups(answer_tokens: list[str], args: list[str]) -> dict[int, str]:
     """Answer-token index -> group, for the tokens the answer copies (see the module docstring)."""
+    def_start = next((j for j, s in enumerate(answer_tokens) if s == "def"), None)
     def_end = next((j for j, s in enumerate(answer_tokens) if s.endswith(":\n")), None)
-    if def_end is None:
+    if def_start is None or def_end is None:
         return {}
     out = {}
     for j, s in enumerate(answer_tokens):
-        word = s.strip("( ")
-        if j > def_end and word.isdigit():
+        word = s.strip("( ")  # "(values" in "sorted(values)" is the argument too
+        if def_start + 1 < j < def_end and "(" not in s:  # the name after its first token, up to the arguments
+            out[j] = "name"
+        elif j > def_end and word.isdigit():
             out[j] = "digit"
         elif j > def_end and word in args:
             out[j] = "arg"
-        elif j < def_end and j > 0 and answer_tokens[j - 1] != "def" and "(" not in s and \
-                "def" in answer_tokens[:j]:
-            out[j] = "name"
     return out
 
 

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from diffucoder.tasks.concepts import TIERS, check_tiers
+
 STAGES = ("tokenizer", "pretrain", "sft", "eval_sft", "analysis", "rl", "eval_rl", "report")
-TIERS = ("easy", "medium", "hard")
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,10 @@ class DemoSettings:
     """torch CPU threads (None: torch's default; 1 helps on a machine busy with other work)."""
 
     def __post_init__(self) -> None:
-        bad = [t for t in self.sft_tiers if t not in TIERS]
-        if bad or not self.sft_tiers:
-            raise ValueError(f"sft_tiers={self.sft_tiers!r}: each must be one of {TIERS} (and at least one)")
+        try:
+            check_tiers(self.sft_tiers)
+        except ValueError as e:
+            raise ValueError(f"sft_tiers={self.sft_tiers!r}: {e}") from None
 
 
 QUICK = DemoSettings()

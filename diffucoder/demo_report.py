@@ -116,8 +116,8 @@ def write_report(demo: "Demo") -> Path:
     lines += ["## Training", "",
               "| stage | steps | tokens | objective | final train loss | held-out masked CE | unigram CE | time |",
               "|---|---|---|---|---|---|---|---|"]
-    objective = {"pretrain": "ELBO (1/t-weighted CE)",
-                 "sft": "ELBO (1/t-weighted CE)" if demo.s.sft_loss_weighting == "elbo" else "masked CE"}
+    elbo = "ELBO (1/t-weighted CE)"
+    objective = {"pretrain": elbo, "sft": elbo if demo.s.sft_loss_weighting == "elbo" else "masked CE"}
     for name in ("pretrain", "sft"):
         r = s[name]
         if not r:

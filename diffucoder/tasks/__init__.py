@@ -47,7 +47,7 @@ Usage::
 or ``python -m diffucoder.tasks --split train --n 1000 --out train.jsonl``.
 """
 
-from diffucoder.tasks.concepts import CONCEPTS, TIERS, Concept, concepts_for
+from diffucoder.tasks.concepts import CONCEPTS, TIERS, Concept, check_tiers, concepts_for
 from diffucoder.tasks.formats import (
     PROMPT_INSTRUCTION,
     build_prompt,
@@ -72,7 +72,7 @@ from diffucoder.tasks.generator import (
 
 __all__ = [
     "CONCEPTS", "PROMPT_INSTRUCTION", "SPLITS", "TIERS", "Concept", "Task", "TaskOracle", "build_prompt",
-    "catalogue_stats", "concepts_for", "dataset", "format_answer", "generate_tasks", "generate_with_oracles",
-    "iter_solution_texts", "load_jsonl", "split_of", "to_eval_row", "to_rl_record", "to_sft_record",
-    "write_jsonl",
+    "catalogue_stats", "check_tiers", "concepts_for", "dataset", "format_answer", "generate_tasks",
+    "generate_with_oracles", "iter_solution_texts", "load_jsonl", "split_of", "to_eval_row", "to_rl_record",
+    "to_sft_record", "write_jsonl",
 ]

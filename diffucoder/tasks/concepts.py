@@ -941,6 +941,17 @@ def _all_any(combo: tuple, rng: TaskRng) -> Draft:
                  fixed=(([],), *((s,) for s in pred.singletons()), (edge,), (one_off,)), example=True)
 
 
+def check_tiers(tiers: str | Sequence[str]) -> tuple[str, ...]:
+    """``tiers`` as a tuple (a single name allowed), or a ValueError naming the unknown ones (repeats are kept:
+    callers weight tiers by repeating them)."""
+    tiers = (tiers,) if isinstance(tiers, str) else tuple(tiers)
+    bad = [t for t in tiers if t not in TIERS]
+    if bad or not tiers:
+        what = f"unknown tier(s) {bad}" if bad else "none given"
+        raise ValueError(f"tiers {tiers!r}: {what}; choose from {TIERS}")
+    return tiers
+
+
 def concepts_for(tier: str) -> list[Concept]:
     """The concepts of one tier, in catalogue order."""
     if tier not in TIERS:

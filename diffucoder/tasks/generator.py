@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from diffucoder.tasks.concepts import CONCEPTS, TIERS, Concept, Draft, concepts_for
+from diffucoder.tasks.concepts import CONCEPTS, TIERS, Concept, Draft, check_tiers, concepts_for
 from diffucoder.tasks.rng import TaskRng
 
 SPLITS = ("train", "test")
@@ -160,13 +160,7 @@ def _check_args(n: int, split: str, seed: int, tiers: Sequence[str]) -> tuple[st
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(tiers, str):
-        tiers = (tiers,)
-    tiers = tuple(tiers)
-    bad = [t for t in tiers if t not in TIERS]
-    if bad or not tiers:
-        raise ValueError(f"tiers must be a non-empty subset of {TIERS}, got {tiers!r}")
-    return tiers
+    return check_tiers(tiers)
 
 
 def _seed_for(seed: int, split: str) -> int:

@@ -215,7 +215,7 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
     return {"train": train, "heldout": held, "description": desc}
 
 
-def _synthetic_records(n: int, seed: int, tiers: Sequence[str] = ("easy", "medium", "hard")) -> list:
+def _synthetic_records(n: int, seed: int, tiers: Sequence[str]) -> list:
     """``n`` synthetic programming tasks of ``tiers`` (round-robin) as SFT records (diffucoder.tasks: generate +
     to_sft_record)."""
     from diffucoder.data.sft import parse_record
@@ -228,10 +228,10 @@ def _synthetic_records(n: int, seed: int, tiers: Sequence[str] = ("easy", "mediu
     to_rec = getattr(tasks, "to_sft_record", None)
     if gen is None or to_rec is None:
         raise ConfigError("sft.synthetic_tasks needs diffucoder.tasks.generate_tasks and to_sft_record")
-    unknown = sorted(set(tiers) - set(tasks.TIERS))
-    if unknown or not tiers:
-        what = f"unknown tier(s) {unknown}" if unknown else "no tiers"
-        raise ConfigError(f"sft.synthetic_tiers: {what}; choose from {list(tasks.TIERS)}")
+    try:
+        tiers = tasks.check_tiers(tiers)
+    except ValueError as e:
+        raise ConfigError(f"sft.synthetic_tiers: {e}") from None
     return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed, tiers))]
 
 
