@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-temperature", type=float, default=0.0)
     ap.add_argument("--eval-batch", type=int, default=32)
     ap.add_argument("--task-seed", type=int, default=0)
+    ap.add_argument("--tiers", default="easy,medium,hard",
+                    help="difficulty tiers of the training and held-out tasks, comma-separated (repeat one to weight "
+                         "it), e.g. 'easy' for a model that only solves easy tasks")
     ap.add_argument("--window", type=int, default=3, help="moving-average window of the reward curves")
     ap.add_argument("--toy-reward", choices=["vowels"], default=None,
                     help="replace the code rewards by a learnable toy reward and skip pass@1")
@@ -172,15 +175,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffucoder.execution import SandboxPool
     from diffucoder.rl import GRPOConfig, train_grpo
-    from diffucoder.tasks import generate_tasks, to_rl_record
+    from diffucoder.tasks import check_tiers, generate_tasks, to_rl_record
 
+    try:
+        tiers = check_tiers([t.strip() for t in args.tiers.split(",") if t.strip()])
+    except ValueError as e:
+        raise SystemExit(f"--tiers: {e}") from None
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start, tok, desc = load_start(args)
     print(f"start model: {desc}")
-    train_rows = [to_rl_record(t) for t in generate_tasks(args.train_tasks, "train", seed=args.task_seed)]
-    eval_rows = [to_rl_record(t) for t in generate_tasks(args.eval_tasks, "test", seed=args.task_seed + 1)]
+    train_rows = [to_rl_record(t) for t in generate_tasks(args.train_tasks, "train", seed=args.task_seed,
+                                                          tiers=tiers)]
+    eval_rows = [to_rl_record(t) for t in generate_tasks(args.eval_tasks, "test", seed=args.task_seed + 1,
+                                                         tiers=tiers)]
     estimators = [e for e in args.estimators.split(",") if e]
     unknown = [e for e in estimators if e not in ESTIMATOR_SETTINGS]
     if unknown:

@@ -70,7 +70,8 @@ class DemoSettings:
     DiffusionSection.loss_weighting."""
     eval_tasks_per_tier: int = 8
     eval_samples: int = 2
-    """Samples per task (pass@k for k up to this)."""
+    """Sampled completions per task at ``eval_temperature``, for pass@k (k up to this); 0: greedy pass@1 only.
+    Greedy pass@1 (one arg-max completion a task) is always measured."""
     eval_temperature: float = 0.4
     max_new_tokens: int = 64
     eval_steps: int = 32
@@ -82,6 +83,9 @@ class DemoSettings:
     rl_num_generations: int = 4
     rl_lr: float = 5e-5
     rl_temperature: float = 1.0
+    rl_tiers: tuple[str, ...] = ("easy",)
+    """Tiers of the RL prompts. Easy only by default: the SFT model solves almost no medium or hard task, so their
+    rollout groups would all score zero and carry no GRPO signal."""
     """Rollout temperature (the paper found 1.2 better than 1.0 for 7B models)."""
     stage_minutes_cap: float = 3.0
     """Safety cap on each training stage's wall time."""
@@ -92,10 +96,11 @@ class DemoSettings:
     """torch CPU threads (None: torch's default; 1 helps on a machine busy with other work)."""
 
     def __post_init__(self) -> None:
-        try:
-            check_tiers(self.sft_tiers)
-        except ValueError as e:
-            raise ValueError(f"sft_tiers={self.sft_tiers!r}: {e}") from None
+        for name in ("sft_tiers", "rl_tiers"):
+            try:
+                check_tiers(getattr(self, name))
+            except ValueError as e:
+                raise ValueError(f"{name}={getattr(self, name)!r}: {e}") from None
 
 
 QUICK = DemoSettings()
@@ -248,6 +253,8 @@ class Demo:
         return generate
 
     def _evaluate(self, name: str, model_path: str) -> dict:
+        """Greedy pass@1 (one arg-max sample a task, EvalPlus's headline number) and, with ``eval_samples``,
+        unbiased pass@k from that many samples at ``eval_temperature``; per tier, in ``by_tier``."""
         from diffucoder.evaluation.datasets import load_dataset
         from diffucoder.evaluation.harness import EvalSettings, evaluate
         from diffucoder.tasks import write_jsonl
@@ -256,13 +263,23 @@ class Demo:
         if not rows_file.is_file():
             write_jsonl(self.eval_rows(), rows_file)
         ds = load_dataset("synthetic", rows_file)
-        ks = tuple(k for k in (1, 2, 4, 8) if k <= self.s.eval_samples)
-        settings = EvalSettings(n_samples=self.s.eval_samples, ks=ks, prompt_style="chat", batch_size=16)
-        gen = self._generate_fn(model_path, self.s.eval_temperature, self.seed)
-        report = evaluate(ds, self.dir / name, settings, generate=gen, progress=self.progress)
         tiers = {row["task_id"]: row["tier"] for row in (json.loads(x) for x in rows_file.read_text().splitlines())}
-        by_tier = pass_at_k_by_tier(report.per_task, tiers, ks)
-        return {"results": str(report.results_path), "pass_at_k": report.pass_at_k, "by_tier": by_tier, "ks": list(ks)}
+        greedy = evaluate(ds, self.dir / name / "greedy", EvalSettings(n_samples=1, ks=(1,), prompt_style="chat",
+                                                                        batch_size=16),
+                          generate=self._generate_fn(model_path, 0.0, self.seed), progress=self.progress)
+        by_tier = {tier: {"tasks": row["tasks"], "greedy": row["pass@1"]}
+                   for tier, row in pass_at_k_by_tier(greedy.per_task, tiers, (1,)).items()}
+        out = {"results": str(greedy.results_path), "by_tier": by_tier, "ks": [], "temperature": None}
+        if self.s.eval_samples:
+            ks = tuple(k for k in (1, 2, 4, 8) if k <= self.s.eval_samples)
+            sampled = evaluate(ds, self.dir / name / "sampled",
+                               EvalSettings(n_samples=self.s.eval_samples, ks=ks, prompt_style="chat", batch_size=16),
+                               generate=self._generate_fn(model_path, self.s.eval_temperature, self.seed),
+                               progress=self.progress)
+            for tier, row in pass_at_k_by_tier(sampled.per_task, tiers, ks).items():
+                by_tier[tier].update({k: v for k, v in row.items() if k != "tasks"})
+            out.update(sampled_results=str(sampled.results_path), ks=list(ks), temperature=self.s.eval_temperature)
+        return out
 
     def stage_eval_sft(self) -> dict:
         return self._evaluate("eval_sft", self.done("sft")["path"])
@@ -295,7 +312,8 @@ class Demo:
         s = self.s
         rows_file = self.dir / "rl_tasks.jsonl"
         if not rows_file.is_file():
-            tasks = generate_tasks(s.rl_steps * s.rl_prompts_per_step * 4, "train", seed=self.seed + 1)
+            tasks = generate_tasks(s.rl_steps * s.rl_prompts_per_step * 4, "train", seed=self.seed + 1,
+                                   tiers=s.rl_tiers)
             write_jsonl([to_rl_record(t) for t in tasks], rows_file)
         cfg = GRPOConfig.from_dict({
             "model_name_or_path": self.done("sft")["path"], "dataset_path": str(rows_file),

@@ -56,19 +56,21 @@ def plot_losses(stages: dict[str, str], out: Path) -> Path | None:
 
 
 def plot_pass_by_tier(evals: dict[str, dict], out: Path) -> Path | None:
-    """Grouped bars: pass@k per tier, one group per tier, bars per (model, k)."""
+    """Grouped bars per tier: each model's greedy pass@1 and its largest sampled pass@k."""
     evals = {k: v for k, v in evals.items() if v and "by_tier" in v}
     if not evals:
         return None
     plt = _plt()
     tiers = [t for t in ("easy", "medium", "hard", "all") if any(t in e["by_tier"] for e in evals.values())]
-    bars = [(m, k) for m, e in evals.items() for k in e["ks"] if k in (1, max(e["ks"]))]
+    bars = [(m, "greedy", f"{m} greedy pass@1") for m in evals]
+    bars += [(m, f"pass@{max(e['ks'])}", f"{m} pass@{max(e['ks'])} (T={e.get('temperature')})")
+             for m, e in evals.items() if e.get("ks")]
     width = 0.8 / max(1, len(bars))
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    for i, (m, k) in enumerate(bars):
-        vals = [evals[m]["by_tier"].get(t, {}).get(f"pass@{k}", 0.0) * 100 for t in tiers]
+    for i, (m, key, label) in enumerate(bars):
+        vals = [(evals[m]["by_tier"].get(t, {}).get(key) or 0.0) * 100 for t in tiers]
         xs = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(tiers))]
-        ax.bar(xs, vals, width, label=f"{m} pass@{k}")
+        ax.bar(xs, vals, width, label=label)
     ax.set_xticks(range(len(tiers)), tiers)
     ax.set_ylabel("% of held-out tasks")
     ax.set_ylim(0, 100)
@@ -140,12 +142,14 @@ def write_report(demo: "Demo") -> Path:
     for model, e in evals.items():
         if not e or "by_tier" not in e:
             continue
-        ks = e["ks"]
-        lines += [f"**{model} model** (`{e['results']}`)", "",
-                  "| tier | tasks | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-                  "|---|---|" + "---|" * len(ks)]
+        ks = e.get("ks") or []
+        where = f"`{e['results']}`" + (f", sampled: `{e['sampled_results']}`" if e.get("sampled_results") else "")
+        lines += [f"**{model} model** ({where})", "",
+                  "| tier | tasks | greedy pass@1 | " + " | ".join(f"pass@{k} (T={e.get('temperature')})" for k in ks)
+                  + " |", "|---|---|---|" + "---|" * len(ks)]
         for tier, row in e["by_tier"].items():
-            lines.append(f"| {tier} | {row['tasks']} | " + " | ".join(_pct(row.get(f'pass@{k}')) for k in ks) + " |")
+            lines.append(f"| {tier} | {row['tasks']} | {_pct(row.get('greedy'))} | "
+                         + " | ".join(_pct(row.get(f'pass@{k}')) for k in ks) + " |")
         lines.append("")
     pp = plot_pass_by_tier(evals, plots / "pass_at_k_by_tier.png")
     if pp:

@@ -26,11 +26,14 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
         assert (run / "stages" / f"{stage}.json").is_file(), stage
     by_tier = summary["eval_sft"]["by_tier"]
     assert set(by_tier) == {"easy", "medium", "hard", "all"}
-    assert by_tier["all"]["tasks"] == 3 and 0.0 <= by_tier["all"]["pass@1"] <= 1.0
-    results = json.loads((run / "eval_sft" / "results.json").read_text())
-    assert results["n_tasks"] == 3 and "dataset_sha256" in results
+    assert by_tier["all"]["tasks"] == 3 and 0.0 <= by_tier["all"]["greedy"] <= 1.0
+    assert 0.0 <= by_tier["all"]["pass@1"] <= by_tier["all"]["pass@2"] <= 1.0
+    for kind in ("greedy", "sampled"):
+        results = json.loads((run / "eval_sft" / kind / "results.json").read_text())
+        assert results["n_tasks"] == 3 and "dataset_sha256" in results
+    assert json.loads((run / "eval_sft" / "greedy" / "results.json").read_text())["settings"]["n_samples"] == 1
     report = (run / "report.md").read_text()
-    assert "pass@1" in report and "plots/losses.png" in report and "| nan |" not in report
+    assert "greedy pass@1" in report and "pass@2 (T=" in report and "plots/losses.png" in report and "| nan |" not in report
     assert (run / "plots" / "losses.png").is_file() and (run / "plots" / "pass_at_k_by_tier.png").is_file()
     assert (run / "analysis" / "analysis.json").is_file()
     assert summary["rl"].get("steps") == 1
@@ -62,3 +65,6 @@ def test_setting_overrides_are_typed_and_checked():
     assert apply_overrides(FULL, ["sft_tiers=easy,hard"]).sft_tiers == ("easy", "hard")
     with pytest.raises(ValueError, match="sft_tiers=.*'expert'"):
         apply_overrides(FULL, ["sft_tiers=easy,expert"])
+    assert apply_overrides(FULL, ["rl_tiers=medium"]).rl_tiers == ("medium",)
+    with pytest.raises(ValueError, match="rl_tiers=.*'expert'"):
+        apply_overrides(FULL, ["rl_tiers=expert"])

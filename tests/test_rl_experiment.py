@@ -18,6 +18,7 @@ def test_rl_experiment_tiny_pipeline(tmp_path):
     spec.loader.exec_module(mod)
     out = tmp_path / "x"
     rc = mod.main(["--tiny", "--out", str(out), "--estimators", "coupled,d1", "--steps", "2", "--train-tasks", "8",
+                   "--tiers", "easy",
                    "--eval-tasks", "2", "--max-completion-length", "8", "--diffusion-steps", "4", "--batch", "4",
                    "--num-generations", "2"])
     assert rc == 0
@@ -26,3 +27,11 @@ def test_rl_experiment_tiny_pipeline(tmp_path):
     assert all(len(r["history"]) == 2 and 0.0 <= r["after"]["pass@1"] <= 1.0 for r in res["runs"])
     assert res["runs"][0]["passes"] == 3 and res["runs"][1]["passes"] == 3
     assert (out / "reward_curves.png").stat().st_size > 1000
+
+
+def test_rl_experiment_refuses_unknown_tiers(tmp_path):
+    spec = importlib.util.spec_from_file_location("rl_experiment", ROOT / "benchmarks" / "rl_experiment.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit, match="--tiers.*'expert'"):
+        mod.main(["--tiny", "--out", str(tmp_path / "x"), "--tiers", "easy,expert"])

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("eval_sft", "eval_rl"):
         e = summary.get(name) or {}
         for tier, row in (e.get("by_tier") or {}).items():
-            scores = ", ".join(f"{k} {100 * v:.1f}%" for k, v in row.items() if k.startswith("pass@"))
+            scores = ", ".join(f"{'greedy pass@1' if k == 'greedy' else k} {100 * v:.1f}%" for k, v in row.items()
+                               if k == "greedy" or k.startswith("pass@"))
             print(f"  {name:8s} {tier:6s} ({row['tasks']} tasks): {scores}")
     rep = (summary.get("report") or {}).get("report")
     if rep:
