@@ -235,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                 (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     plot_curves(results["runs"], out / "reward_curves.png", args.window)
     print()
-    print(f"{'estimator':>10} {'passes':>6} {'pass@1 before':>13} {'pass@1 after (mean over seeds)':>31} "
-          f"{'reward first->last quarter':>27}")
+    print(f"{'estimator':>10} {'passes':>6} {'pass@1 before':>13} {'after (seed mean)':>17} "
+          f"{'reward first->last quarter':>27} {'code reward 1st->2nd half':>26} {'zero-var groups':>15} "
+          f"{'mean KL':>8}")
     for est in estimators:
         rs = [r for r in results["runs"] if r["estimator"] == est]
         after = sum(r["after"]["pass@1"] for r in rs) / len(rs)
@@ -244,7 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         k = max(1, min(len(c) for c in curves) // 4)
         a = sum(sum(c[:k]) / k for c in curves) / len(curves)
         b = sum(sum(c[-k:]) / k for c in curves) / len(curves)
-        print(f"{est:>10} {rs[0]['passes']:>6} {before['pass@1']:>13.3f} {after:>31.3f} {a:>13.3f} -> {b:.3f}")
+        code = [[h.get("reward/code", float("nan")) for h in r["history"] if h["iteration"] == 0] for r in rs]
+        half = [(sum(c[:len(c) // 2]) / max(1, len(c) // 2), sum(c[len(c) // 2:]) / max(1, len(c) - len(c) // 2))
+                for c in code]
+        c1, c2 = (sum(x[i] for x in half) / len(half) for i in (0, 1))
+        zv = sum(r["counters"]["zero_variance_groups"] for r in rs) / max(1, sum(r["counters"]["groups"] for r in rs))
+        kls = [h["kl"] for r in rs for h in r["history"] if h.get("kl") is not None]
+        kl = sum(kls) / len(kls) if kls else float("nan")
+        print(f"{est:>10} {rs[0]['passes']:>6} {before['pass@1']:>13.3f} {after:>17.3f} {a:>13.3f} -> {b:<10.3f} "
+              f"{c1:>12.3f} -> {c2:<10.3f} {zv:>15.0%} {kl:>8.4f}")
     print(f"\nwrote {out / 'results.json'} and {out / 'reward_curves.png'} ({time.time() - t0:.0f} s)")
     return 0
 
