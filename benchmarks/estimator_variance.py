@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/estimator_variance.py [--model runs/.../final] [--draws 200] [--seqs 8]
 
 Fixed model, fixed prompts and completions (synthetic tasks: the chat-formatted question and its canonical
-fenced answer, EOS-padded to a fixed canvas, exactly the layout GRPO scores). For every estimator and budget
-(forward passes per sequence) we draw ``--draws`` independent mask plans and report, over those draws:
+fenced answer ending with ``<|im_end|>``, padded to a fixed canvas: the layout SFT trains and GRPO scores).
+For every estimator and budget (forward passes per sequence) we draw ``--draws`` independent mask plans and
+report, over those draws:
 
 - ``tok_sd``: the per-token standard deviation (root of the mean over completion tokens of the variance);
 - ``seq_sd``: the standard deviation of the per-sequence estimate (sum over the answer's tokens), averaged
@@ -91,9 +92,10 @@ def build_setup(args: argparse.Namespace) -> Setup:
     prompts = [tok.encode(render_prompt(to_rl_record(t), tok)) for t in tasks]
     pb = left_pad(prompts, tok.pad_token_id)
     Lc = args.canvas
+    end_id = tok.im_end_id  # a chat answer ends with <|im_end|>, as in SFT (encode_examples) and rollouts
     comp = torch.full((len(tasks), Lc), tok.pad_token_id, dtype=torch.long)
     for i, t in enumerate(tasks):
-        ids = tok.encode(format_answer(t))[: Lc - 1] + [tok.eos_token_id]
+        ids = tok.encode(format_answer(t))[: Lc - 1] + [end_id]
         comp[i, : len(ids)] = torch.tensor(ids)
     cmask, _ = completion_mask_from_ids(comp, tok.stop_token_ids())
     ids = torch.cat([pb.input_ids, comp], 1)
