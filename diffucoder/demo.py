@@ -83,10 +83,10 @@ class DemoSettings:
     rl_num_generations: int = 4
     rl_lr: float = 5e-5
     rl_temperature: float = 1.0
-    rl_tiers: tuple[str, ...] = ("easy",)
-    """Tiers of the RL prompts. Easy only by default: the SFT model solves almost no medium or hard task, so their
-    rollout groups would all score zero and carry no GRPO signal."""
     """Rollout temperature (the paper found 1.2 better than 1.0 for 7B models)."""
+    rl_tiers: tuple[str, ...] = ("easy",)
+    """Tiers of the RL prompts. Easy only by default: the SFT model solves almost no medium or hard task, so
+    those rollout groups would differ only by the format reward."""
     stage_minutes_cap: float = 3.0
     """Safety cap on each training stage's wall time."""
     precision: Literal["fp32", "bf16"] = "fp32"
