@@ -1,6 +1,10 @@
 """Coupled vs decoupled vs full-mask vs d1 GRPO on the synthetic tasks: held-out pass@1 before/after, reward curves.
 
     .venv/bin/python benchmarks/rl_experiment.py --sft runs/sft_synthetic/final [--steps 20] [--seeds 0,1]
+        [--tiers easy]
+
+``--tiers`` picks the difficulty tiers of the training and held-out tasks. Use ``easy`` for a model that
+solves only easy tasks: prompts it never solves give zero-variance groups. docs/rl-experiment holds a run.
 
 From one SFT model, each estimator gets the same budget: the same optimizer steps, prompts, G completions per
 prompt, rollout settings and learning rate; and the same forward passes per completion where the estimator is
