@@ -69,6 +69,7 @@ def find_model(explicit: str | None) -> Path | None:
 
 
 def build_setup(args: argparse.Namespace) -> Setup:
+    from diffucoder.data.sft import encode_answer
     from diffucoder.model import DreamConfig, DreamModel
     from diffucoder.rl.loss import completion_mask_from_ids
     from diffucoder.rl.rollout import left_pad, render_prompt
@@ -92,10 +93,10 @@ def build_setup(args: argparse.Namespace) -> Setup:
     prompts = [tok.encode(render_prompt(to_rl_record(t), tok)) for t in tasks]
     pb = left_pad(prompts, tok.pad_token_id)
     Lc = args.canvas
-    end_id = tok.im_end_id  # a chat answer ends with <|im_end|>, as in SFT (encode_examples) and rollouts
     comp = torch.full((len(tasks), Lc), tok.pad_token_id, dtype=torch.long)
     for i, t in enumerate(tasks):
-        ids = tok.encode(format_answer(t))[: Lc - 1] + [end_id]
+        ids = encode_answer(tok, format_answer(t))
+        ids = ids[: Lc - 1] + ids[-1:]  # a too-long answer is cut, keeping its end token
         comp[i, : len(ids)] = torch.tensor(ids)
     cmask, _ = completion_mask_from_ids(comp, tok.stop_token_ids())
     ids = torch.cat([pb.input_ids, comp], 1)

@@ -227,56 +227,39 @@ class Demo:
 
         return dataset("test", n=self.s.eval_tasks_per_tier * len(TIERS), seed=self.seed)
 
-    def _generate_fn(self, model_path: str, temperature: float, seed: int) -> Callable[[list[str]], list[str]]:
-        import torch
-
-        from diffucoder.model import DreamModel
-        from diffucoder.sampling import decode_completions, diffusion_generate
-        from diffucoder.tokenizer import load_tokenizer
-
-        model = DreamModel.from_pretrained(model_path).eval()
-        tok = load_tokenizer(model_path)
-        gen = torch.Generator().manual_seed(seed)
-        s = self.s
-
-        def generate(prompts: list[str]) -> list[str]:
-            ids = tok.encode_batch(prompts)
-            width = max(len(x) for x in ids)
-            inputs = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids])
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-            with torch.no_grad(), self._autocast():
-                seqs = diffusion_generate(model, inputs, attention_mask=mask, max_new_tokens=s.max_new_tokens,
-                                          steps=s.eval_steps, alg="entropy", temperature=temperature,
-                                          top_p=0.95, generator=gen, vocab_limit=tok.vocab_size)
-            return decode_completions(tok, seqs, width)
-
-        return generate
-
     def _evaluate(self, name: str, model_path: str) -> dict:
         """Greedy pass@1 (one arg-max sample a task, EvalPlus's headline number) and, with ``eval_samples``,
         unbiased pass@k from that many samples at ``eval_temperature``; per tier, in ``by_tier``."""
         from diffucoder.evaluation.datasets import load_dataset
-        from diffucoder.evaluation.harness import EvalSettings, evaluate
+        from diffucoder.evaluation.harness import EvalSettings, evaluate, loaded_model_generate_fn
+        from diffucoder.model import DreamModel
         from diffucoder.tasks import write_jsonl
+        from diffucoder.tokenizer import load_tokenizer
 
         rows_file = self.dir / "eval_tasks.jsonl"
         if not rows_file.is_file():
             write_jsonl(self.eval_rows(), rows_file)
         ds = load_dataset("synthetic", rows_file)
         tiers = {row["task_id"]: row["tier"] for row in (json.loads(x) for x in rows_file.read_text().splitlines())}
-        greedy = evaluate(ds, self.dir / name / "greedy", EvalSettings(n_samples=1, ks=(1,), prompt_style="chat",
-                                                                        batch_size=16),
-                          generate=self._generate_fn(model_path, 0.0, self.seed), progress=self.progress)
-        by_tier = {tier: {"tasks": row["tasks"], "greedy": row["pass@1"]}
-                   for tier, row in pass_at_k_by_tier(greedy.per_task, tiers, (1,)).items()}
+        model = DreamModel.from_pretrained(model_path).eval()  # loaded once for both protocols
+        tok = load_tokenizer(model_path)
+
+        def run(kind: str, n: int, ks: tuple[int, ...], temperature: float) -> tuple[Any, dict[str, dict]]:
+            generate = loaded_model_generate_fn(model, tok, max_new_tokens=self.s.max_new_tokens,
+                                                steps=self.s.eval_steps, temperature=temperature, seed=self.seed,
+                                                context=self._autocast)
+            report = evaluate(ds, self.dir / name / kind,
+                              EvalSettings(n_samples=n, ks=ks, prompt_style="chat", batch_size=16),
+                              generate=generate, progress=self.progress)
+            return report, pass_at_k_by_tier(report.per_task, tiers, ks)
+
+        greedy, rows = run("greedy", 1, (1,), 0.0)
+        by_tier = {tier: {"tasks": row["tasks"], "greedy": row["pass@1"]} for tier, row in rows.items()}
         out = {"results": str(greedy.results_path), "by_tier": by_tier, "ks": [], "temperature": None}
         if self.s.eval_samples:
             ks = tuple(k for k in (1, 2, 4, 8) if k <= self.s.eval_samples)
-            sampled = evaluate(ds, self.dir / name / "sampled",
-                               EvalSettings(n_samples=self.s.eval_samples, ks=ks, prompt_style="chat", batch_size=16),
-                               generate=self._generate_fn(model_path, self.s.eval_temperature, self.seed),
-                               progress=self.progress)
-            for tier, row in pass_at_k_by_tier(sampled.per_task, tiers, ks).items():
+            sampled, rows = run("sampled", self.s.eval_samples, ks, self.s.eval_temperature)
+            for tier, row in rows.items():
                 by_tier[tier].update({k: v for k, v in row.items() if k != "tasks"})
             out.update(sampled_results=str(sampled.results_path), ks=list(ks), temperature=self.s.eval_temperature)
         return out

@@ -85,8 +85,13 @@ def encode_examples(records: Iterable[SFTRecord], tok: "DiffuTokenizer",
     out = []
     for r in records:
         prompt = tok.apply_chat_template(r.prompt_messages, add_generation_prompt=True, system_prompt=system_prompt)
-        out.append(SFTExample(tok.encode(prompt), tok.encode(r.answer) + [tok.im_end_id]))
+        out.append(SFTExample(tok.encode(prompt), encode_answer(tok, r.answer)))
     return out
+
+
+def encode_answer(tok: "DiffuTokenizer", answer: str) -> list[int]:
+    """An assistant answer's ids as SFT trains them: the text, then ``<|im_end|>`` (the turn's end token)."""
+    return tok.encode(answer) + [tok.im_end_id]
 
 
 def fits(example: SFTExample, max_length: int) -> bool:

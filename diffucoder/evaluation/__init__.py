@@ -22,7 +22,14 @@ from diffucoder.evaluation.datasets import (
     register_dataset,
     tasks_from_rows,
 )
-from diffucoder.evaluation.harness import EvalReport, EvalSettings, evaluate, generate_samples, model_generate_fn
+from diffucoder.evaluation.harness import (
+    EvalReport,
+    EvalSettings,
+    evaluate,
+    generate_samples,
+    loaded_model_generate_fn,
+    model_generate_fn,
+)
 from diffucoder.evaluation.metrics import mean_pass_at_k, pass_at_k
 from diffucoder.evaluation.prompts import PromptBuilder
 from diffucoder.evaluation.sanitize import sanitize
@@ -39,6 +46,7 @@ __all__ = [
     "load_dataset",
     "load_evalplus",
     "load_humaneval",
+    "loaded_model_generate_fn",
     "mean_pass_at_k",
     "model_generate_fn",
     "pass_at_k",

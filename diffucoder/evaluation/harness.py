@@ -343,18 +343,37 @@ def model_generate_fn(model_path: str | Path, *, max_new_tokens: int = 256, step
     folder (weights + tokenizer.json), and the settings it uses (for results.json). DiffuCoder's settings are the
     defaults: 256 tokens in 256 steps, entropy order, top_p 0.95, temperature 0.2 (base; 0.3-0.4 instruct)."""
     try:
-        import torch
-
         from diffucoder.model import DreamModel
-        from diffucoder.sampling import decode_completions, diffusion_generate
         from diffucoder.tokenizer import load_tokenizer
     except ImportError as e:
-        raise ImportError(f"--model needs diffucoder.model, diffucoder.sampling and diffucoder.tokenizer: {e}") from e
+        raise ImportError(f"--model needs diffucoder.model and diffucoder.tokenizer: {e}") from e
     model_path = Path(model_path)
     if not model_path.is_dir():
         raise FileNotFoundError(f"model folder not found: {model_path}")
     model = DreamModel.from_pretrained(model_path, torch_dtype=dtype).to(device).eval()
-    tok = load_tokenizer(model_path)
+    generate = loaded_model_generate_fn(model, load_tokenizer(model_path), max_new_tokens=max_new_tokens, steps=steps,
+                                        alg=alg, temperature=temperature, top_p=top_p, alg_temp=alg_temp, seed=seed)
+    settings = {"model": str(model_path.resolve()), "max_new_tokens": max_new_tokens, "steps": steps, "alg": alg,
+                "temperature": temperature, "top_p": top_p, "alg_temp": alg_temp, "seed": seed, "device": device,
+                "dtype": dtype}
+    return generate, settings
+
+
+def loaded_model_generate_fn(model: Any, tok: Any, *, max_new_tokens: int = 256, steps: int = 256,
+                             alg: str = "entropy", temperature: float = 0.2, top_p: float | None = 0.95,
+                             alg_temp: float | None = None, seed: int = 0,
+                             context: Callable[[], Any] | None = None) -> GenerateFn:
+    """``generate(prompts) -> continuations`` for an already loaded DreamModel and its tokenizer: prompts are
+    left-padded into one batch and decoded with ``diffusion_generate`` on the model's device (arguments as in
+    :func:`model_generate_fn`). ``context``: a factory of a context manager entered around each decode (e.g.
+    ``torch.autocast``)."""
+    import contextlib
+
+    import torch
+
+    from diffucoder.sampling import decode_completions, diffusion_generate
+
+    device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     vocab_limit = getattr(tok, "vocab_size", None)
 
@@ -364,14 +383,11 @@ def model_generate_fn(model_path: str | Path, *, max_new_tokens: int = 256, step
         pad = tok.pad_token_id
         inputs = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-        with torch.no_grad():
+        with torch.no_grad(), (context() if context else contextlib.nullcontext()):
             seqs = diffusion_generate(model, inputs, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       steps=steps, alg=alg, temperature=temperature, top_p=top_p,
                                       alg_temp=alg_temp, generator=gen,
                                       vocab_limit=vocab_limit if isinstance(vocab_limit, int) else None)
         return decode_completions(tok, seqs, width)
 
-    settings = {"model": str(model_path.resolve()), "max_new_tokens": max_new_tokens, "steps": steps, "alg": alg,
-                "temperature": temperature, "top_p": top_p, "alg_temp": alg_temp, "seed": seed, "device": device,
-                "dtype": dtype}
-    return generate, settings
+    return generate
