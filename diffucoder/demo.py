@@ -13,7 +13,7 @@ From nothing but the running Python and the synthetic task generator:
 
 Every stage writes ``stages/<name>.json`` when it finishes; an interrupted demo resumes from the last finished
 stage (and the training stages themselves resume from their last checkpoint). ``--quick`` is sized for about
-3 minutes on 2 CPU cores, the default for about 20.
+3 minutes on 2 CPU cores, the default for about 37 (SFT is 25 of them).
 
     from diffucoder.demo import run_demo
     summary = run_demo("runs/demo", quick=True)
@@ -106,10 +106,10 @@ class DemoSettings:
 QUICK = DemoSettings()
 FULL = DemoSettings(
     vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
-    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=1500, sft_batch=16, sft_tasks=20000,
+    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=3600, sft_batch=16, sft_tasks=25000,
     eval_tasks_per_tier=30, eval_samples=4, eval_steps=32, analysis_prompts=8,
     analysis_temperatures=(0.2, 0.6, 1.0, 1.2), rl_steps=16, rl_prompts_per_step=2, rl_num_generations=4,
-    stage_minutes_cap=10.0,
+    stage_minutes_cap=25.0,
 )
 
 

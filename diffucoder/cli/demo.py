@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"),
                    help="output folder; an interrupted demo resumes from its last finished stage (default runs/demo, "
                         "runs/demo-quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="about 3 minutes on 2 CPU cores instead of about 20")
+    p.add_argument("--quick", action="store_true", help="about 3 minutes on 2 CPU cores instead of about 37")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop-after", choices=None, default=None, help="stop after this stage (e.g. sft)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
