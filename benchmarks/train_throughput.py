@@ -13,6 +13,11 @@ softmax and the optimizer count as zero, as usual for MFU.
     python benchmarks/train_throughput.py                 # tiny, 5m, 20m in fp32 and bf16
     python benchmarks/train_throughput.py --models 5m --precisions bf16 --seconds 20
     python benchmarks/train_throughput.py --models 5m --precisions fp32 --profile   # where the time goes
+    python benchmarks/train_throughput.py --models 5m --baseline   # + transformers' Qwen2, same shape, same run
+
+``--baseline`` also times transformers' ``Qwen2ForCausalLM`` of the same shape (SDPA attention, causal LM loss
+with its LM head on every token, AdamW) in the same process, as the yardstick the targets are set against. Its
+FLOPs are counted the same way, with the head on every token (the work it does).
 """
 
 from __future__ import annotations
@@ -132,6 +137,51 @@ def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, ba
                   flops[med] / times[med] / peak, tokens / times[best], flops[best] / times[best] / peak, len(times))
 
 
+def bench_hf(preset: str, precision: str, peak: float, vocab: int, seq_len: int, batch: int,
+             seconds: float) -> Result:
+    """transformers' Qwen2ForCausalLM of the same shape: a causal-LM training step (the baseline row)."""
+    import transformers
+
+    cfg = DreamConfig.preset(preset, vocab_size=vocab, mask_token_id=vocab - 1, shift_logits=True)
+    qc = transformers.Qwen2Config(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.rms_norm_eps,
+        tie_word_embeddings=cfg.tie_word_embeddings, max_position_embeddings=cfg.max_position_embeddings,
+        attn_implementation="sdpa",
+    )
+    model = transformers.Qwen2ForCausalLM(qc).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, vocab - 1, (64, seq_len), generator=g)
+
+    def step(i: int) -> None:
+        x = data[[(i * batch + b) % 64 for b in range(batch)]]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(2):
+        step(i)
+    times = []
+    i, t0 = 2, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or i < 5:
+        s0 = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - s0)
+        i += 1
+    tokens = batch * seq_len
+    flops = step_flops(cfg, tokens, tokens, seq_len)  # the head runs on every token here
+    med, best = sorted(times)[len(times) // 2], min(times)
+    n_emb = model.model.embed_tokens.weight.numel()
+    n = sum(p.numel() for p in model.parameters())
+    return Result(f"hf-{preset}", precision, n, n - n_emb, batch, seq_len, tokens / med, flops / med / 1e12,
+                  peak / 1e12, flops / med / peak, tokens / best, flops / best / peak, len(times))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["tiny", "5m", "20m"])
@@ -143,6 +193,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--profile", action="store_true", help="also print a per-operator profile of 3 steps")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also time transformers' Qwen2ForCausalLM of each shape (needs transformers)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,11 +210,14 @@ def main() -> None:
           f"{'best tok/s':>10} {'best MFU':>8} {'steps':>5}")
     for m in args.models:
         for p in args.precisions:
-            r = bench(m, p, peaks[p], args.vocab, args.seq_len, args.batch, args.seconds, args.profile)
-            results.append(r)
-            print(f"{r.model:>6} {r.precision:>5} {r.params:>9,} {r.non_embedding_params:>9,} "
-                  f"{r.tokens_per_s:>8.0f} {r.tflops * 1e3:>8.1f} {r.mfu:>6.1%} {r.best_tokens_per_s:>10.0f} "
-                  f"{r.best_mfu:>8.1%} {r.steps:>5}", flush=True)
+            rows = [bench(m, p, peaks[p], args.vocab, args.seq_len, args.batch, args.seconds, args.profile)]
+            if args.baseline:
+                rows.append(bench_hf(m, p, peaks[p], args.vocab, args.seq_len, args.batch, args.seconds))
+            for r in rows:
+                results.append(r)
+                print(f"{r.model:>6} {r.precision:>5} {r.params:>9,} {r.non_embedding_params:>9,} "
+                      f"{r.tokens_per_s:>8.0f} {r.tflops * 1e3:>8.1f} {r.mfu:>6.1%} {r.best_tokens_per_s:>10.0f} "
+                      f"{r.best_mfu:>8.1%} {r.steps:>5}", flush=True)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:
