@@ -173,9 +173,9 @@ class _Dist:
 
     def close(self) -> None:
         if self.owns_group:
-            import torch.distributed as dist
+            from diffucoder.training.distributed import cleanup
 
-            dist.destroy_process_group()
+            cleanup()
 
 
 def _pick_device(cfg: GRPOConfig, dist: _Dist) -> torch.device:
