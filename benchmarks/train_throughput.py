@@ -27,8 +27,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,6 +59,21 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> floa
             a @ b
             best = max(best, 2 * size**3 / (time.perf_counter() - s0))
     return best
+
+
+def time_steps(step: Callable[[int], Any], seconds: float) -> list[tuple[float, Any]]:
+    """(wall seconds, return value) of ``step(i)`` for i = 2, 3, ... for at least ``seconds`` and 3 steps,
+    after 2 untimed warm-up steps."""
+    for i in range(2):
+        step(i)
+    out = []
+    i, t0 = 2, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or i < 5:
+        s0 = time.perf_counter()
+        r = step(i)
+        out.append((time.perf_counter() - s0, r))
+        i += 1
+    return out
 
 
 def step_flops(cfg: DreamConfig, tokens: int, masked: int, seq_len: int) -> float:
@@ -109,16 +126,10 @@ def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, ba
         opt.zero_grad(set_to_none=True)
         return batch * seq_len, int(nm)
 
-    for i in range(2):
-        step(i)
-    times, flops = [], []
-    i, t0 = 2, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or i < 5:
-        s0 = time.perf_counter()
-        tk, m = step(i)
-        times.append(time.perf_counter() - s0)
-        flops.append(step_flops(cfg, tk, m, seq_len))
-        i += 1
+    timed = time_steps(step, seconds)
+    times = [t for t, _ in timed]
+    flops = [step_flops(cfg, tk, m, seq_len) for _, (tk, m) in timed]
+    i = len(timed) + 2
     if profile:  # where the step's time goes, by operator
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
@@ -164,15 +175,7 @@ def bench_hf(preset: str, precision: str, peak: float, vocab: int, seq_len: int,
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for i in range(2):
-        step(i)
-    times = []
-    i, t0 = 2, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or i < 5:
-        s0 = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - s0)
-        i += 1
+    times = [t for t, _ in time_steps(step, seconds)]
     tokens = batch * seq_len
     flops = step_flops(cfg, tokens, tokens, seq_len)  # the head runs on every token here
     med, best = sorted(times)[len(times) // 2], min(times)
