@@ -39,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffucoder.data.packing import unigram_log_probs  # noqa: E402
 from diffucoder.model import DreamModel  # noqa: E402
 from diffucoder.sampling import diffusion_generate  # noqa: E402
 from diffucoder.tokenizer import load_tokenizer  # noqa: E402
@@ -126,28 +127,24 @@ def main() -> None:
                                   temperature=args.temperature, top_p=args.top_p if args.temperature else None,
                                   block_length=args.block_length, generator=g, vocab_limit=tok.vocab_size)
     gen_s = time.time() - t0
-    # each text starts with the prompt's last line, so the first generated line is the one continuing it
-    last_line = [tok.decode(p.tolist()).rsplit("\n", 1)[-1] for p in prompts]
-    model_texts = [ll + tok.decode(s[args.prefix:].tolist()) for ll, s in zip(last_line, seqs)]
     real = rows[:, args.prefix: args.prefix + args.new]
-    real_texts = [ll + tok.decode(r.tolist()) for ll, r in zip(last_line, real)]
-    counts = torch.bincount(train.flatten(), minlength=tok.vocab_size).float()
-    uni = torch.multinomial(counts / counts.sum(), real.numel(), replacement=True, generator=g).view_as(real)
-    uni_texts = [ll + tok.decode(r.tolist()) for ll, r in zip(last_line, uni)]
+    unigram = unigram_log_probs(train, tok.vocab_size, smoothing=0.0).exp()  # the training rows' frequencies
+    uni = torch.multinomial(unigram, real.numel(), replacement=True, generator=g).view_as(real)
     shuf = torch.stack([r[torch.randperm(r.numel(), generator=g)] for r in real])
-    shuf_texts = [ll + tok.decode(r.tolist()) for ll, r in zip(last_line, shuf)]
-
-    results = {"model": score(model_texts), "real": score(real_texts), "unigram": score(uni_texts),
-               "shuffled": score(shuf_texts)}
+    continuations = {"model": seqs[:, args.prefix:], "real": real, "unigram": uni, "shuffled": shuf}
+    texts = {name: [tok.decode(r.tolist()) for r in ids] for name, ids in continuations.items()}
+    # scored with the prompt's last line in front, so the first generated line is the one continuing it
+    last_line = [tok.decode(p.tolist()).rsplit("\n", 1)[-1] for p in prompts]
+    results = {name: score([ll + t for ll, t in zip(last_line, ts)]) for name, ts in texts.items()}
     print(f"{args.n} held-out prompts of {args.prefix} tokens, {args.new} new tokens, {args.steps or args.new} "
           f"steps, {args.alg}, T={args.temperature}, blocks={args.block_length}; generation {gen_s:.0f} s")
     print(f"{'text':>9} {'lines':>6} {'parses':>7} {'tokenizes':>9} {'indent4':>8} {'distinct':>8}")
     for name, r in results.items():
         print(f"{name:>9} {r['lines']:>6} {r['parses']:>7.1%} {r['tokenizes']:>9.1%} {r['indent4']:>8.1%} "
               f"{r['distinct']:>8.1%}")
-    for i in range(min(args.show, len(model_texts))):
+    for i in range(min(args.show, len(prompts))):
         print(f"\n--- prompt {i} (last 200 chars) ---\n{tok.decode(prompts[i].tolist())[-200:]}")
-        print(f"--- model ---\n{model_texts[i][len(last_line[i]):]}\n--- real ---\n{real_texts[i][len(last_line[i]):]}")
+        print(f"--- model ---\n{texts['model'][i]}\n--- real ---\n{texts['real'][i]}")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
                                          "generation_s": gen_s}, indent=2))

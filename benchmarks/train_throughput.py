@@ -103,6 +103,22 @@ class Result:
     steps: int
 
 
+def random_rows(vocab: int, seq_len: int) -> torch.Tensor:
+    """64 fixed random token rows (ids below the mask id) that the timed steps cycle through."""
+    return torch.randint(0, vocab - 1, (64, seq_len), generator=torch.Generator().manual_seed(0))
+
+
+def summarize(name: str, precision: str, params: int, non_embedding: int, batch: int, seq_len: int,
+              times: list[float], flops: list[float], peak: float) -> Result:
+    """The median step (robust to other processes on a shared machine) and the fastest one."""
+    order = sorted(range(len(times)), key=times.__getitem__)
+    med, best = order[len(order) // 2], order[0]
+    tokens = batch * seq_len
+    return Result(name, precision, params, non_embedding, batch, seq_len, tokens / times[med],
+                  flops[med] / times[med] / 1e12, peak / 1e12, flops[med] / times[med] / peak, tokens / times[best],
+                  flops[best] / times[best] / peak, len(times))
+
+
 def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, batch: int, seconds: float,
           profile: bool = False) -> Result:
     cfg = DreamConfig.preset(preset, vocab_size=vocab, mask_token_id=vocab - 1, shift_logits=True)
@@ -110,8 +126,7 @@ def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, ba
     obj = DiffusionObjective(model).train()
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
     diff = DiffusionSection(t_sampling="stratified")
-    g = torch.Generator().manual_seed(0)
-    data = torch.randint(0, vocab - 1, (64, seq_len), generator=g)
+    data = random_rows(vocab, seq_len)
 
     def step(i: int) -> tuple[int, int]:
         idx = [(i * batch + b) % 64 for b in range(batch)]
@@ -139,13 +154,8 @@ def bench(preset: str, precision: str, peak: float, vocab: int, seq_len: int, ba
                 step(i + j)
         print(f"\n{preset} {precision}: 3 steps by operator (self time)")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
-    # the median step (robust to other processes on a shared machine) and the fastest one
-    order = sorted(range(len(times)), key=times.__getitem__)
-    med, best = order[len(order) // 2], order[0]
-    tokens = batch * seq_len
-    return Result(preset, precision, model.num_parameters(), model.num_parameters(exclude_embeddings=True),
-                  batch, seq_len, tokens / times[med], flops[med] / times[med] / 1e12, peak / 1e12,
-                  flops[med] / times[med] / peak, tokens / times[best], flops[best] / times[best] / peak, len(times))
+    return summarize(preset, precision, model.num_parameters(), model.num_parameters(exclude_embeddings=True),
+                     batch, seq_len, times, flops, peak)
 
 
 def bench_hf(preset: str, precision: str, peak: float, vocab: int, seq_len: int, batch: int,
@@ -163,8 +173,7 @@ def bench_hf(preset: str, precision: str, peak: float, vocab: int, seq_len: int,
     )
     model = transformers.Qwen2ForCausalLM(qc).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    g = torch.Generator().manual_seed(0)
-    data = torch.randint(0, vocab - 1, (64, seq_len), generator=g)
+    data = random_rows(vocab, seq_len)
 
     def step(i: int) -> None:
         x = data[[(i * batch + b) % 64 for b in range(batch)]]
@@ -178,11 +187,9 @@ def bench_hf(preset: str, precision: str, peak: float, vocab: int, seq_len: int,
     times = [t for t, _ in time_steps(step, seconds)]
     tokens = batch * seq_len
     flops = step_flops(cfg, tokens, tokens, seq_len)  # the head runs on every token here
-    med, best = sorted(times)[len(times) // 2], min(times)
     n_emb = model.model.embed_tokens.weight.numel()
     n = sum(p.numel() for p in model.parameters())
-    return Result(f"hf-{preset}", precision, n, n - n_emb, batch, seq_len, tokens / med, flops / med / 1e12,
-                  peak / 1e12, flops / med / peak, tokens / best, flops / best / peak, len(times))
+    return summarize(f"hf-{preset}", precision, n, n - n_emb, batch, seq_len, times, [flops] * len(times), peak)
 
 
 def main() -> None:

@@ -1,14 +1,27 @@
-"""Shared fixtures: a small trained tokenizer, tiny random models, and the location of ../shared data."""
+"""Shared fixtures: a small trained tokenizer, tiny random models, the location of ../shared data, and a loader
+for the scripts under benchmarks/."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py imported as module NAME (registered in sys.modules: dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def shared_path(*parts: str) -> Path:

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("copy_probe", ROOT / "benchmarks" / "copy_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_benchmark
 
 
 def test_token_groups_pick_the_copied_tokens():
-    mod = _module()
+    mod = load_benchmark("copy_probe")
     # the demo tokenizer's pieces of "```python\ndef is_divisible_by_7(n):\n    return n % 7 == 0\n```\n"
     toks = ["```", "python", "\n", "def", " is", "_di", "visible", "_by", "_", "7", "(n", "):\n", "   ", " return",
             " n", " %", " ", "7", " ==", " ", "0", "\n", "```\n", "<|im_end|>"]
@@ -30,7 +20,7 @@ def test_token_groups_pick_the_copied_tokens():
 def test_probe_runs_on_a_tiny_model(tmp_path, tiny_model, tiny_tokenizer):
     from diffucoder.tasks import generate_tasks
 
-    mod = _module()
+    mod = load_benchmark("copy_probe")
     tiny_model.save_pretrained(tmp_path / "m", tokenizer=tiny_tokenizer)
     res = mod.probe(str(tmp_path / "m"), generate_tasks(3, "test", seed=0, tiers=("easy",)))
     assert res and set(res) <= {"digit", "arg", "name"}

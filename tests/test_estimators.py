@@ -183,17 +183,11 @@ def test_bad_config_errors():
 
 def test_variance_benchmark_runs_and_budgets_match(tmp_path, capsys):
     """benchmarks/estimator_variance.py on tiny settings: equal pass budgets, a table, a JSON file."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("estimator_variance", root / "benchmarks" / "estimator_variance.py")
-    mod = importlib.util.module_from_spec(spec)
-    import sys
+    from conftest import load_benchmark
 
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("estimator_variance")
     for budget, label, cfg in mod.configurations([2, 3, 5]):
         if cfg.name != "full_mask":
             assert cfg.passes == budget, label

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("pretrain_samples", ROOT / "benchmarks" / "pretrain_samples.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_benchmark
 
 
 def test_line_parses_accepts_statements_and_clause_heads():
-    mod = _module()
+    mod = load_benchmark("pretrain_samples")
     for line in ["x = foo(1, 2)", "    return self._name", "def f(a, b=3):", "elif x > 2:", "else:",
-                 "except KeyError as e:", "finally:", "class A(B):", "import os.path", "@property"[1:]]:
+                 "except KeyError as e:", "finally:", "class A(B):", "import os.path", "property"]:
         assert mod.line_parses(line), line
     for line in ["x = foo(1,", "def f(a b):", "return ) (", "= = x", "if x"]:
         assert not mod.line_parses(line), line
 
 
 def test_score_drops_the_continued_and_the_cut_line():
-    mod = _module()
+    mod = load_benchmark("pretrain_samples")
     # first line continues the prompt's line and the last one is cut by the canvas: neither is scored
     text = "tail of the prompt line (\nx = 1\n  y = (\nreturn x\nz = 'cut"
     r = mod.score([text])

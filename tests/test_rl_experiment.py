@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.mark.slow
 def test_rl_experiment_tiny_pipeline(tmp_path):
-    spec = importlib.util.spec_from_file_location("rl_experiment", ROOT / "benchmarks" / "rl_experiment.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("rl_experiment")
     out = tmp_path / "x"
     rc = mod.main(["--tiny", "--out", str(out), "--estimators", "coupled,d1", "--steps", "2", "--train-tasks", "8",
                    "--tiers", "easy",
@@ -30,8 +25,6 @@ def test_rl_experiment_tiny_pipeline(tmp_path):
 
 
 def test_rl_experiment_refuses_unknown_tiers(tmp_path):
-    spec = importlib.util.spec_from_file_location("rl_experiment", ROOT / "benchmarks" / "rl_experiment.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("rl_experiment")
     with pytest.raises(SystemExit, match="--tiers.*'expert'"):
         mod.main(["--tiny", "--out", str(tmp_path / "x"), "--tiers", "easy,expert"])

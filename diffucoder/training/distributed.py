@@ -100,13 +100,13 @@ def wrap(module: nn.Module, info: DistInfo, fsdp: bool, block_types: tuple[type,
 
 def cleanup() -> None:
     """Leave the process group: collect the finished run's objects first (FSDP modules sit in reference cycles
-    that hold the group's tensors and pending work), wait for every rank, then destroy the group while the
-    interpreter is fully alive. Without the collection a gloo worker thread could still own those objects at
-    interpreter exit and abort the process ("terminate called without an active exception") after a run that
-    had finished."""
+    that hold the group's tensors and pending work), then destroy the group while the interpreter is fully
+    alive. Without the collection a gloo worker thread could still own those objects at interpreter exit and
+    abort the process ("terminate called without an active exception") after a run that had finished. No
+    barrier here: callers end a successful run at one already, and this also runs after an exception, when the
+    other ranks may never reach another collective."""
     if dist.is_initialized():
         import gc
 
         gc.collect()
-        dist.barrier()
         dist.destroy_process_group()
