@@ -138,3 +138,118 @@ def wait_for(predicate, timeout: float = 20.0, every: float = 0.05) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+# -- headless Chromium over the DevTools protocol ------------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                  "--remote-debugging-port=0", "--window-size=1280,1100"]
+
+
+def find_chromium() -> str | None:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class Browser:
+    """A headless Chromium with a fresh profile, driven over its DevTools websocket (``websockets``)."""
+
+    def __init__(self, executable: str, profile: Path, timeout: float = 60.0) -> None:
+        from websockets.sync.client import connect
+
+        self.proc = subprocess.Popen([executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        self.lines: list[str] = []
+        found = threading.Event()
+        self.ws_url: str | None = None
+
+        def drain() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                m = re.search(r"DevTools listening on (ws://\S+)", line)
+                if m and self.ws_url is None:
+                    self.ws_url = m.group(1)
+                    found.set()
+            found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(timeout) or self.ws_url is None:
+            self.close()
+            raise RuntimeError("chromium did not start:\n" + "".join(self.lines))
+        self._connection = connect(self.ws_url, max_size=None, open_timeout=timeout)
+        self.ws = self._connection.__enter__()
+        self._id = 0
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 60.0) -> dict:
+        self._id += 1
+        msg: dict = {"id": self._id, "method": method, "params": params or {}}
+        if getattr(self, "session", None):
+            msg["sessionId"] = self.session
+        self.ws.send(json.dumps(msg))
+        while True:
+            reply = json.loads(self.ws.recv(timeout))
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def js(self, expression: str) -> object:
+        r = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def open(self, url: str, timeout: float = 30.0) -> None:
+        self.call("Page.enable")
+        self.call("Page.navigate", {"url": url})
+        if not wait_for(lambda: self.js("document.readyState") == "complete", timeout):
+            raise RuntimeError(f"{url} did not load")
+
+    def screenshot(self, path: Path) -> Path:
+        import base64
+
+        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "ws", None) is not None:
+                self.ws.send(json.dumps({"id": 0, "method": "Browser.close"}))  # browser-level: no session
+                self.proc.wait(10)
+                self._connection.__exit__(None, None, None)
+        except Exception:
+            pass
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the group this Browser started
+                self.proc.wait(10)
+
+
+def run_live_view(browser: Browser, url: str, prompt: str, fields: dict, timeout: float = 120.0) -> dict:
+    """Load the live view, type ``prompt``, set the form ``fields`` (id -> value), click Generate and wait for the
+    final answer; returns the page's final text, status line, error line and number of steps drawn."""
+    browser.open(url)
+    browser.js(f"document.getElementById('prompt').value = {json.dumps(prompt)}")
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            browser.js(f"document.getElementById({json.dumps(key)}).checked = {json.dumps(value)}")
+        else:
+            browser.js(f"document.getElementById({json.dumps(key)}).value = {json.dumps(str(value))}")
+    browser.js("document.getElementById('go').click()")
+    done = wait_for(lambda: browser.js("document.getElementById('final').dataset.done") != "0", timeout, 0.1)
+    return {"done": done, "state": browser.js("document.getElementById('final').dataset.done"),
+            "final": browser.js("document.getElementById('final').textContent"),
+            "status": browser.js("document.getElementById('status').textContent"),
+            "error": browser.js("document.getElementById('error').textContent"),
+            "steps": browser.js("lastStep + 1")}

@@ -24,7 +24,7 @@ _PAGE = r"""<!doctype html>
   .sub { color: #667; margin-bottom: 16px; font-size: 13px; }
   textarea { width: 100%; height: 70px; font: 14px ui-monospace, monospace; box-sizing: border-box; }
   .row { display: flex; gap: 14px; align-items: center; flex-wrap: wrap; margin: 10px 0; font-size: 13px; }
-  .row input { width: 70px; }
+  .row input[type=number] { width: 70px; }
   button { padding: 6px 18px; font-size: 14px; cursor: pointer; }
   .panel { background: white; border: 1px solid #dde; border-radius: 6px; padding: 12px; margin-top: 12px; }
   .panel h2 { font-size: 13px; margin: 0 0 8px; color: #556; font-weight: 600; }
