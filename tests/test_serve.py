@@ -57,10 +57,18 @@ def library(ckpt):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model decodes fastest on one thread (and the server has the other core)
 
-    def answer(ids, max_tokens, block_length=32, threshold=0.9, steps=None):
-        n = max_tokens if block_length is None else -(-max_tokens // block_length) * block_length
-        out = diffusion_generate(model, torch.tensor([ids]), max_new_tokens=n, steps=steps or n, alg="entropy",
-                                 temperature=0.0, block_length=block_length, threshold=threshold,
+    from diffucoder.sampling import inherited_sampling_defaults
+    from diffucoder.serving.settings import ServerDefaults
+
+    d = ServerDefaults()
+    inherited = inherited_sampling_defaults(model.config)  # the server's default top-p / top-k
+
+    def answer(ids, max_tokens, block_length=d.block_length, threshold=d.threshold, steps=None):
+        n_blocks = 1 if block_length is None else -(-max_tokens // min(block_length, max_tokens))
+        steps = steps or -(-max_tokens // n_blocks) * n_blocks
+        out = diffusion_generate(model, torch.tensor([ids]), max_new_tokens=max_tokens, steps=steps, alg=d.alg,
+                                 temperature=0.0, top_p=inherited["top_p"], top_k=inherited["top_k"],
+                                 block_length=block_length, threshold=threshold, use_cache=d.use_cache,
                                  mask_token_id=tok.mask_token_id, vocab_limit=tok.vocab_size)
         cut = completion_ids(out, len(ids), tok.stop_token_ids())[0][:max_tokens]
         return tok.decode(cut), len(cut)
@@ -87,14 +95,14 @@ def test_models_health_and_metrics(server, client):
 def test_completion_equals_library_decode(client, library):
     tok = library.tok
     prompt = "def add(a, b):"
-    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24)  # server defaults: blocks of 32, 0.9
-    text, n = library(tok.encode(prompt), 24)
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=40)  # server defaults: blocks, threshold
+    text, n = library(tok.encode(prompt), 40)
     assert r.object == "text_completion" and len(r.choices) == 1
     assert r.choices[0].text == text
     assert r.usage.prompt_tokens == len(tok.encode(prompt))
     assert r.usage.completion_tokens == n
     assert r.usage.total_tokens == r.usage.prompt_tokens + n
-    assert r.choices[0].finish_reason == ("length" if n == 24 else "stop")
+    assert r.choices[0].finish_reason == ("length" if n == 40 else "stop")
     # one token a step, no blocks: the reference schedule, through extra_body
     r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=12,
                                   extra_body={"block_length": None, "threshold": None, "steps": 12})
@@ -154,6 +162,31 @@ def test_n_samples_with_seed_are_distinct_and_reproducible(client):
     assert [ch.index for ch in chat.choices] == [0, 1]
 
 
+def test_seeded_sample_is_the_same_alone_or_batched(server):
+    def ask(body):
+        return http(server.url + "/v1/completions", "POST", {"model": MODEL, "max_tokens": 24, **body})[1]
+
+    seeded = {"prompt": "def add(a, b):", "n": 2, "temperature": 0.8, "seed": 11}
+    with_alg_temp = {"prompt": "class Foo:", "temperature": 0.5, "seed": 3, "alg_temp": 0.5, "threshold": None}
+    alone = [ask(seeded), ask(with_alg_temp)]
+    others = [{"prompt": f"x = {i}", "temperature": 0} for i in range(4)] + \
+             [{"prompt": f"y = {i}", "temperature": 1.0} for i in range(2)]  # unseeded: the server's RNG
+    bodies = [seeded, with_alg_temp] + others + [{**o, "threshold": None} for o in others]
+    barrier = threading.Barrier(len(bodies))
+
+    def together(body):
+        barrier.wait()
+        return ask(body)
+
+    _, before = http(server.url + "/metrics")
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        out = list(pool.map(together, bodies))
+    _, after = http(server.url + "/metrics")
+    for a, b in zip(alone, out[:2]):
+        assert [c["text"] for c in a["choices"]] == [c["text"] for c in b["choices"]]
+    assert metric(after, "diffucoder_batches_total") - metric(before, "diffucoder_batches_total") < len(bodies)
+
+
 def test_stop_sequences_cut_the_text(client):
     base = client.completions.create(model=MODEL, prompt="def add(a, b):", max_tokens=32,
                                      extra_body={"block_length": 8}).choices[0].text
@@ -208,8 +241,6 @@ BAD = [
     ("top_p above 1", "/v1/completions", {"model": MODEL, "prompt": "x", "top_p": 1.01}, 400, "top_p"),
     ("max_tokens beyond context", "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 100000},
      400, "max_tokens"),
-    ("max_tokens beyond context once rounded to blocks", "/v1/completions",
-     {"model": MODEL, "prompt": "x", "max_tokens": 500, "block_length": 32}, 400, "max_tokens"),
     ("unknown alg", "/v1/chat/completions", {"model": MODEL, "messages": CHAT, "alg": "greedy"}, 400, "alg"),
     ("unknown field", "/v1/completions", {"model": MODEL, "prompt": "x", "block_len": 8}, 400, "block_len"),
     ("n = 0", "/v1/completions", {"model": MODEL, "prompt": "x", "n": 0}, 400, "n"),
@@ -219,8 +250,6 @@ BAD = [
      400, "steps"),
     ("threshold with origin", "/v1/completions", {"model": MODEL, "prompt": "x", "alg": "origin"}, 400,
      "threshold"),
-    ("cache without blocks", "/v1/completions",
-     {"model": MODEL, "prompt": "x", "use_cache": "prefix", "block_length": None}, 400, "use_cache"),
     ("bad cache mode", "/v1/completions", {"model": MODEL, "prompt": "x", "use_cache": "full"}, 400, "use_cache"),
     ("empty messages", "/v1/chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
     ("unknown role", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "robot", "content": "x"}]},

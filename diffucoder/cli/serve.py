@@ -16,13 +16,24 @@ import argparse
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffucoder.serving.settings import ServerDefaults
 
 
-def _opt_int(v: str) -> int | None:
+INHERIT = "inherit"
+
+
+def _opt_int(v: str) -> int | str | None:
+    if v.lower() == INHERIT:
+        return INHERIT
     return None if v.lower() in ("none", "off") else int(v)
 
 
-def _opt_float(v: str) -> float | None:
+def _opt_float(v: str) -> float | str | None:
+    if v.lower() == INHERIT:
+        return INHERIT
     return None if v.lower() in ("none", "off") else float(v)
 
 
@@ -47,17 +58,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("decoding defaults (a request's own fields override them; 'none' turns one off)")
     d.add_argument("--max-tokens", type=int, default=256, help="max_tokens when a request gives none")
     d.add_argument("--temperature", type=float, default=0.0)
-    d.add_argument("--top-p", type=_opt_float, default=None)
-    d.add_argument("--top-k", type=_opt_int, default=None)
+    d.add_argument("--top-p", type=_opt_float, default=INHERIT,
+                   help="default 'inherit': the checkpoint's value as the reference resolves it (1.0 when unset)")
+    d.add_argument("--top-k", type=_opt_int, default=INHERIT,
+                   help="default 'inherit': the checkpoint's value as the reference resolves it (50 when unset); "
+                        "'none' switches top-k off")
     d.add_argument("--steps", type=_opt_int, default=None, help="decoding steps (default: one per canvas token)")
     d.add_argument("--alg", default="entropy", choices=["origin", "maskgit_plus", "topk_margin", "entropy"])
     d.add_argument("--alg-temp", type=_opt_float, default=None)
     d.add_argument("--block-length", type=_opt_int, default=32, help="semi-autoregressive block length")
     d.add_argument("--threshold", type=_opt_float, default=0.9,
                    help="parallel decoding: reveal every position whose token probability exceeds this")
-    d.add_argument("--use-cache", default="none", choices=["none", "prefix", "dual"], help="KV cache")
+    d.add_argument("--use-cache", default="prefix", choices=["none", "prefix", "dual"],
+                   help="Fast-dLLM block-wise KV cache (prefix: prompt and finished blocks; dual: also the suffix)")
     p.add_argument("--seed", type=int, default=None, help="seed of the server's RNG for unseeded sampling")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def _defaults(args: argparse.Namespace, inherited: dict | None = None) -> "ServerDefaults":
+    """The server's decoding defaults; ``inherit`` resolved from ``inherited`` (None before the model is loaded)."""
+    from diffucoder.serving.settings import ServerDefaults
+
+    inherited = inherited or {"top_p": None, "top_k": None}
+    return ServerDefaults(
+        max_tokens=args.max_tokens, temperature=args.temperature,
+        top_p=inherited["top_p"] if args.top_p == INHERIT else args.top_p,
+        top_k=inherited["top_k"] if args.top_k == INHERIT else args.top_k,
+        steps=args.steps, alg=args.alg, alg_temp=args.alg_temp, block_length=args.block_length,
+        threshold=args.threshold, use_cache=None if args.use_cache == "none" else args.use_cache)
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -74,24 +102,20 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}"
     if args.request_timeout is not None and args.request_timeout <= 0:
         return f"--request-timeout must be > 0 (or 'none'), got {args.request_timeout}"
+    for name in ("steps", "alg_temp", "block_length", "threshold", "request_timeout"):
+        if getattr(args, name) == INHERIT:
+            return f"--{name.replace('_', '-')}: 'inherit' is only for --top-p and --top-k"
     if args.threads is not None and args.threads < 1:
         return f"--threads must be >= 1, got {args.threads}"
+    try:
+        _defaults(args).validate()
+    except ValueError as e:
+        return str(e)
     return None
 
 
 def run(args: argparse.Namespace) -> int:
     err = _check(args)
-    if err is None:
-        from diffucoder.serving.settings import ServerDefaults
-
-        defaults = ServerDefaults(
-            max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-            steps=args.steps, alg=args.alg, alg_temp=args.alg_temp, block_length=args.block_length,
-            threshold=args.threshold, use_cache=None if args.use_cache == "none" else args.use_cache)
-        try:
-            defaults.validate()
-        except ValueError as e:
-            err = str(e)
     if err is not None:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -129,14 +153,27 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         print(f"error: {e}", file=sys.stderr)
         return 1
+    from diffucoder.sampling import inherited_sampling_defaults
+
+    defaults = _defaults(args, inherited_sampling_defaults(model.config))
+    try:
+        defaults.validate()
+    except ValueError as e:
+        sock.close()
+        print(f"error: {args.model}/config.json's sampling defaults: {e}", file=sys.stderr)
+        return 2
     name = args.served_model_name or args.model.resolve().name
     engine = Engine(model, tok, max_batch=args.max_batch, max_queue=args.max_queue,
                     batch_wait=args.batch_wait_ms / 1000, seed=args.seed)
     shown = f"[{host}]" if ":" in host else host
 
     def ready() -> None:
-        print(f"serving {name} ({model.num_parameters() / 1e6:.1f}M parameters, {args.device}) "
-              f"listening on http://{shown}:{port} (live view: http://{shown}:{port}/)", file=sys.stderr,
+        d = defaults
+        print(f"serving {name} ({model.num_parameters() / 1e6:.1f}M parameters, {args.device}; defaults: "
+              f"max_tokens {d.max_tokens}, temperature {d.temperature:g}, top_p {d.top_p}, top_k {d.top_k}, "
+              f"alg {d.alg}, block_length {d.block_length}, threshold {d.threshold}, use_cache {d.use_cache})",
+              file=sys.stderr)
+        print(f"listening on http://{shown}:{port} (live view: http://{shown}:{port}/)", file=sys.stderr,
               flush=True)
 
     def stopped() -> None:

@@ -13,16 +13,19 @@ is free it waits up to ``batch_wait`` seconds after the oldest waiting request a
 rows are already waiting), then takes the oldest job and every later waiting job that can share its canvas,
 up to ``max_batch`` rows, and decodes them as one left-padded batch (``attention_mask`` hides the pads, so a
 row decodes as it would alone). Jobs share a canvas when their :class:`CanvasSettings` are equal (canvas
-length, steps, alg, blocks, threshold, cache: these shape the whole decode) and, while ``diffusion_generate``
-takes one set of sampling settings per call, their :class:`SamplingSettings` too; a seeded sampled job gets
-a canvas of its own so that its draws come from its own generator alone (same seed, same answer, whatever else
-is being served). Greedy jobs (temperature 0 with a confidence order) need no generator and batch freely.
+length, steps, alg, blocks, threshold, cache: these shape the whole decode); sampling settings are per row
+(``diffusion_generate`` takes one temperature / top-p / top-k and one generator per row), so greedy and sampled
+requests share a batch. A request that draws random numbers gets its own ``torch.Generator`` (seeded with its
+``seed``, else from the server's RNG) shared by its ``n`` rows, and rows are sampled group by group: its draws
+come from its own generator alone, so a seeded request gives the same answer alone or in any batch. Greedy rows
+(temperature 0 with a confidence order) need no generator.
 
 **Streaming.** After every step the scheduler reads each row's settled prefix (the completion tokens before
 the first [MASK]: revealed tokens never change) and feeds it to :class:`~diffucoder.serving.text.CompletionText`,
 which emits the new final text. A row is final at end-of-text / pad / ``<|im_end|>``, at a stop sequence or at
 ``max_tokens``; once every row of the batch is final or its client is gone, the decode is aborted: the answers
-are already fixed, so aborting changes no text and saves the remaining steps.
+are already fixed, so aborting (``step_callback`` returns True) changes no text and saves the remaining steps;
+this is ``diffusion_generate``'s ``early_stop`` extended to stop sequences, ``max_tokens`` and departed clients.
 
 **Cancellation.** :meth:`Ticket.cancel` (a client that disconnected or timed out) removes a waiting job from
 the queue; a running job's rows stop counting, and a batch whose rows are all cancelled is aborted.
@@ -46,6 +49,7 @@ from typing import Any
 
 import torch
 
+from diffucoder.sampling import DecodeStep, GenerationError, diffusion_generate
 from diffucoder.serving.metrics import ServerMetrics
 from diffucoder.serving.text import CompletionText
 
@@ -57,9 +61,9 @@ class CanvasSettings:
     """Settings that shape the whole decode: jobs share a canvas batch only when these are equal."""
 
     canvas_tokens: int
-    """Canvas length N (``max_tokens`` rounded up to a multiple of ``block_length``)."""
+    """Canvas length N (= the request's ``max_tokens``; the last block may be shorter than ``block_length``)."""
     steps: int
-    """Decoding steps (split evenly between blocks); unused with ``threshold``."""
+    """Decoding steps (a multiple of the number of blocks, split evenly between them); unused with ``threshold``."""
     alg: str
     alg_temp: float | None = None
     block_length: int | None = None
@@ -187,10 +191,6 @@ class Ticket:
             log.exception("event sink of job %d failed", self.id)
 
 
-class _Abort(Exception):
-    """Raised from the step hook to end a decode early (every row final, gone, or the engine stopping)."""
-
-
 @dataclass
 class _Row:
     ticket: Ticket
@@ -291,11 +291,9 @@ class Engine:
             except ValueError:
                 pass
 
-    def _batch_key(self, ticket: Ticket) -> tuple:
-        job = ticket.job
-        # one sampling setting per diffusion_generate call; a seeded random job decodes alone
-        alone = ticket.id if (job.sampling.seed is not None and is_random(job.canvas, job.sampling)) else None
-        return (job.canvas, job.sampling.temperature, job.sampling.top_p, job.sampling.top_k, alone)
+    @staticmethod
+    def _batch_key(ticket: Ticket) -> CanvasSettings:
+        return ticket.job.canvas
 
     def _take_batch(self) -> list[Ticket]:
         """The oldest job and every later one that can share its canvas, up to ``max_batch`` rows."""
@@ -343,65 +341,60 @@ class Engine:
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _run(self, batch: list[Ticket]) -> None:
-        from diffucoder.sampling import GenerationError, diffusion_generate
-
         rows: list[_Row] = []
+        generators: list[torch.Generator | None] = []
         now = time.monotonic()
+        canvas = batch[0].job.canvas
         for t in batch:
             t.started = now
+            gen = None
+            if is_random(canvas, t.job.sampling):  # one generator per request, shared by its rows
+                seed = t.job.sampling.seed if t.job.sampling.seed is not None else self._rng.randrange(2 ** 63)
+                gen = torch.Generator(device=self.device).manual_seed(seed % 2 ** 64)
             for p, prompt in enumerate(t.job.prompts):
                 for j in range(t.job.n):
                     text = CompletionText(self.tokenizer.decode, self.stop_ids, t.job.stop, t.job.max_tokens)
                     rows.append(_Row(t, p * t.job.n + j, prompt, text))
+                    generators.append(gen)
         self._running = rows
         for t in batch:
             t.emit(JobStarted(len(rows)))
-        canvas, sampling = batch[0].job.canvas, batch[0].job.sampling
         width = max(len(r.prompt) for r in rows)
         inputs = torch.tensor([[self.pad_id] * (width - len(r.prompt)) + r.prompt for r in rows],
                               dtype=torch.long, device=self.device)  # (B, P), left-padded
         attention = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows],
                                  dtype=torch.long, device=self.device)  # (B, P)
-        generator = None
-        if is_random(canvas, sampling):
-            seed = sampling.seed if sampling.seed is not None else self._rng.randrange(2 ** 63)
-            generator = torch.Generator(device=self.device).manual_seed(seed % 2 ** 64)
         want_canvas = any(t.job.canvas_events for t in batch)
         passes = 0
 
-        def hook(step: int | None, x: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+        def on_step(state: DecodeStep) -> bool:
             nonlocal passes
-            if step is None:
-                return x
-            passes = step + 1
-            self._after_step(rows, x, width, step, passes, want_canvas)
-            if self._stopping or all(r.ticket.cancelled or r.text.final for r in rows):
-                raise _Abort
-            return x
+            passes = state.forward_passes
+            self._after_step(rows, state, want_canvas)
+            return self._stopping or all(r.ticket.cancelled or r.text.final for r in rows)
 
-        aborted = False
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "steps per block exceed tokens per block": harmless here
                 x = diffusion_generate(
                     self.model, inputs, attention_mask=attention, max_new_tokens=canvas.canvas_tokens,
                     steps=canvas.steps, alg=canvas.alg, alg_temp=canvas.alg_temp,
-                    temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-                    block_length=canvas.block_length, threshold=canvas.threshold, generator=generator,
+                    temperature=[r.ticket.job.sampling.temperature for r in rows],
+                    top_p=[r.ticket.job.sampling.top_p for r in rows],
+                    top_k=[r.ticket.job.sampling.top_k for r in rows], generator=generators,
+                    block_length=canvas.block_length, threshold=canvas.threshold, use_cache=canvas.use_cache,
                     mask_token_id=self.mask_id, vocab_limit=self.vocab_limit, stop_token_ids=self.stop_ids,
-                    generation_tokens_hook_func=hook)
-        except _Abort:
-            aborted = True
+                    step_callback=on_step)
         except GenerationError as e:  # settings are checked before queuing; this is a last line of defence
             for t in batch:
                 t.done = True
                 t.emit(JobFailed(400, str(e), "invalid_request_error"))
             return
-        if not aborted:
-            comp = x[:, width:].tolist()  # (B, N)
-            for r, row in zip(rows, comp):
-                if not r.ticket.cancelled and not r.text.final:
-                    self._deliver(r, r.text.update(row, complete=True))
+        # rows still open after the last step (a full canvas with no stop): the whole canvas is final
+        comp = x[:, width:]  # (B, N)
+        for i, r in enumerate(rows):
+            if not r.ticket.cancelled and not r.text.final and not self._stopping:
+                self._deliver(r, r.text.update(comp[i].tolist(), complete=True))
         if self._stopping:
             for t in batch:
                 if not t.done and not t.cancelled:
@@ -410,26 +403,20 @@ class Engine:
         served = sum(r.text.completion_tokens for r in rows if r.text.final)
         self.metrics.record_batch(len(rows), passes, served)
 
-    def _after_step(self, rows: list[_Row], x: torch.Tensor, width: int, step: int, passes: int,
-                    want_canvas: bool) -> None:
-        comp = x[:, width:]  # (B, N)
-        is_mask = comp == self.mask_id  # (B, N)
-        N = comp.shape[1]
-        first_mask = is_mask.int().argmax(1)  # (B,) index of the first [MASK] (0 when there is none)
-        settled = torch.where(is_mask.any(1), first_mask, torch.full_like(first_mask, N))  # (B,)
-        settled_l = settled.tolist()
-        grown = [i for i, r in enumerate(rows)
-                 if not r.ticket.cancelled and not r.text.final and settled_l[i] > r.settled]
-        comp_rows = comp.tolist() if (grown or want_canvas) else None
+    def _after_step(self, rows: list[_Row], state: DecodeStep, want_canvas: bool) -> None:
+        """Feed each row's grown settled prefix to its CompletionText; canvas states to live-view jobs."""
+        P = state.prompt_length
+        settled = state.settled.tolist()  # (B,)
         if want_canvas:  # the canvas first: a row's last text and ChoiceDone follow its last canvas
             for i, r in enumerate(rows):
                 if r.ticket.job.canvas_events and not r.ticket.cancelled and not r.text.final:
-                    tokens = [None if t == self.mask_id else self.tokenizer.decode([t]) for t in comp_rows[i]]
-                    r.ticket.emit(CanvasState(r.choice, step, tokens, settled_l[i], passes))
-        for i in grown:
-            r = rows[i]
-            r.settled = settled_l[i]
-            self._deliver(r, r.text.update(comp_rows[i][:r.settled]))
+                    ids = state.x[i, P:].tolist()
+                    tokens = [None if t == self.mask_id else self.tokenizer.decode([t]) for t in ids]
+                    r.ticket.emit(CanvasState(r.choice, state.step, tokens, settled[i], state.forward_passes))
+        for i, r in enumerate(rows):
+            if settled[i] > r.settled and not r.ticket.cancelled and not r.text.final:
+                r.settled = settled[i]
+                self._deliver(r, r.text.update(state.x[i, P:P + r.settled].tolist()))
 
     def _deliver(self, row: _Row, piece: str) -> None:
         t = row.ticket

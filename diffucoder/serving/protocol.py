@@ -7,10 +7,10 @@ Requests are pydantic models with ``extra="forbid"``: an unknown field is a 400 
 - ``steps``: decoding steps (a step-count schedule; unused with ``threshold``), default: one token a step;
 - ``alg``: unmasking order, one of ``origin``, ``maskgit_plus``, ``topk_margin``, ``entropy``;
 - ``alg_temp``: sample positions from ``softmax(confidence / alg_temp)`` instead of taking the most confident;
-- ``block_length``: semi-autoregressive blocks (the canvas is ``max_tokens`` rounded up to a multiple of it,
-  decoded, then cut back to ``max_tokens``);
+- ``block_length``: semi-autoregressive blocks (the canvas is ``max_tokens`` long; its last block may be shorter);
 - ``threshold``: parallel decoding, reveal every position whose token probability exceeds it;
-- ``use_cache``: ``null``, ``"prefix"`` or ``"dual"`` (a KV cache over finished blocks; needs blocks).
+- ``use_cache``: ``null``, ``"prefix"`` or ``"dual"`` (Fast-dLLM's block-wise KV cache: ``prefix`` reuses the
+  prompt's and finished blocks' keys/values, ``dual`` also the masked suffix's; refreshed at every block start).
 
 A field left out takes the server's default (``diffucoder serve --help``); a field sent as ``null`` turns the
 feature off (``"block_length": null`` decodes the canvas as one block). Values are checked here, before anything

@@ -1,13 +1,19 @@
 """Server-side decoding defaults and their merge with a request's fields into engine settings.
 
 Every check that depends on the model (context length) or on several fields together (``steps`` and blocks,
-``threshold`` and ``alg``, ``use_cache`` and blocks) happens here, before a job is queued, as a 400 naming the
+``threshold`` and ``alg``) happens here, before a job is queued, as a 400 naming the
 argument: a bad request never reaches a batch it would share with others.
 
-``max_tokens`` and ``block_length``: the canvas must hold a whole number of blocks, so it is ``max_tokens``
-rounded up to a multiple of ``block_length``; the answer is cut back to ``max_tokens`` tokens (and the decode
-stops as soon as those are final). ``finish_reason`` is "length" when the cut (or the canvas end) is reached
-before an end-of-text token or a stop sequence.
+``max_tokens`` and ``block_length``: the canvas is exactly ``max_tokens`` long and its last block may be shorter
+than ``block_length`` (``diffusion_generate`` allows it); a ``block_length`` above ``max_tokens`` means one block.
+With a step-count schedule (``threshold: null``) ``steps`` must be a multiple of the number of blocks; left out,
+it is ``max_tokens`` rounded up to one (at least one token a step). ``finish_reason`` is "length" when the canvas
+ends before an end-of-text token or a stop sequence.
+
+``top_k`` / ``top_p`` left out take the server's defaults, which by default are the checkpoint's own as the
+reference resolves them (:func:`diffucoder.sampling.inherited_sampling_defaults`: top-k 50 for a config that sets
+none); ``temperature`` left out is the server's ``--temperature`` (0, greedy, unless set: OpenAI and the
+reference default to 1.0, a deliberate difference for a code server).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from dataclasses import dataclass
 from diffucoder.serving.engine import CanvasSettings, SamplingSettings
 from diffucoder.serving.protocol import ALGORITHMS, CACHE_MODES, APIError, DiffusionFields
 
-CACHE_AVAILABLE = False  # diffusion_generate's KV cache (use_cache) is not on this branch yet
 
 
 @dataclass
@@ -36,7 +41,7 @@ class ServerDefaults:
     alg_temp: float | None = None
     block_length: int | None = 32
     threshold: float | None = 0.9
-    use_cache: str | None = None
+    use_cache: str | None = "prefix"
 
     def validate(self) -> None:
         """Raise ValueError naming the option (checked once, when the server starts)."""
@@ -63,10 +68,6 @@ class ServerDefaults:
         if self.use_cache is not None:
             if self.use_cache not in CACHE_MODES:
                 raise ValueError(f"--use-cache must be none, prefix or dual, got {self.use_cache!r}")
-            if not CACHE_AVAILABLE:
-                raise ValueError("--use-cache: the KV cache is not available in this version of diffucoder")
-            if self.block_length is None:
-                raise ValueError("--use-cache needs --block-length")
 
 
 def resolve(req: DiffusionFields, defaults: ServerDefaults, prompt_lengths: list[int],
@@ -83,27 +84,26 @@ def resolve(req: DiffusionFields, defaults: ServerDefaults, prompt_lengths: list
     alg = req.alg if req.alg is not None else defaults.alg
     alg_temp = pick("alg_temp", defaults.alg_temp)
     steps = pick("steps", defaults.steps)
-    canvas = max_tokens if block is None else -(-max_tokens // block) * block
+    canvas = max_tokens
     longest = max(prompt_lengths)
     if longest + canvas > context_length:
-        rounded = f", rounded up to {canvas} for block_length {block}" if canvas != max_tokens else ""
-        raise APIError(400, f"max_tokens: the prompt ({longest} tokens) + max_tokens ({max_tokens}{rounded}) "
-                            f"exceeds the model's context of {context_length} tokens", param="max_tokens",
+        raise APIError(400, f"max_tokens: the prompt ({longest} tokens) + max_tokens ({max_tokens}) exceeds the "
+                            f"model's context of {context_length} tokens", param="max_tokens",
                        code="context_length_exceeded")
+    n_blocks = 1 if block is None else -(-canvas // min(block, canvas))  # type: ignore[operator]
     if steps is None:
-        steps = canvas
-    if block is not None and threshold is None and steps % (canvas // block):
-        raise APIError(400, f"steps: {steps} is not a multiple of the number of blocks ({canvas // block} = "
-                            f"{canvas} canvas tokens / block_length {block})", param="steps")
+        steps = -(-canvas // n_blocks) * n_blocks
+    if threshold is None and steps % n_blocks:  # type: ignore[operator]
+        raise APIError(400, f"steps: {steps} is not a multiple of the number of blocks ({n_blocks} = "
+                            f"ceil({canvas} canvas tokens / block_length {block}))", param="steps")
     if threshold is not None and alg == "origin":
         raise APIError(400, "threshold: parallel decoding needs a confidence order; use alg maskgit_plus, "
                             "topk_margin or entropy (or send threshold: null)", param="threshold")
-    if use_cache is not None:
-        if not CACHE_AVAILABLE:
-            raise APIError(400, "use_cache: the KV cache is not available in this version of the server",
-                           param="use_cache")
-        if block is None:
-            raise APIError(400, "use_cache: a KV cache needs block_length", param="use_cache")
+    # one canonical form per decode, so that requests that decode alike share a batch
+    if block is not None and block >= canvas:  # type: ignore[operator]
+        block = None
+    if threshold is not None:
+        steps = canvas  # unused by threshold decoding
     temperature = req.temperature if req.temperature is not None else defaults.temperature
     top_p = pick("top_p", defaults.top_p)
     top_k = pick("top_k", defaults.top_k)
