@@ -261,6 +261,8 @@ BAD = [
     ("missing prompt", "/v1/completions", {"model": MODEL}, 400, "prompt"),
     ("string temperature", "/v1/completions", {"model": MODEL, "prompt": "x", "temperature": "hot"}, 400,
      "temperature"),
+    ("boolean max_tokens", "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": True}, 400,
+     "max_tokens"),
     ("stream_options without stream", "/v1/completions",
      {"model": MODEL, "prompt": "x", "stream_options": {"include_usage": True}}, 400, None),
 ]

@@ -49,7 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=int, default=32, help="most canvas rows decoded together")
     g.add_argument("--max-queue", type=int, default=256, help="most requests waiting; more are answered 429")
     g.add_argument("--batch-wait-ms", type=float, default=20.0,
-                   help="how long a free engine waits for more requests to batch with the oldest one")
+                   help="a free engine gathers requests until none has arrived for this long ...")
+    g.add_argument("--max-batch-wait-ms", type=float, default=200.0,
+                   help="... but at most this long after the oldest waiting request arrived")
     g.add_argument("--request-timeout", type=_opt_float, default=600.0,
                    help="seconds from arrival to the last token before a request is cancelled with 504 "
                         "('none': no limit)")
@@ -98,8 +100,9 @@ def _check(args: argparse.Namespace) -> str | None:
     for name in ("max_batch", "max_queue"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
-    if args.batch_wait_ms < 0:
-        return f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}"
+    if not 0 <= args.batch_wait_ms <= args.max_batch_wait_ms:
+        return (f"need 0 <= --batch-wait-ms <= --max-batch-wait-ms, got {args.batch_wait_ms:g} and "
+                f"{args.max_batch_wait_ms:g}")
     if args.request_timeout is not None and args.request_timeout <= 0:
         return f"--request-timeout must be > 0 (or 'none'), got {args.request_timeout}"
     for name in ("steps", "alg_temp", "block_length", "threshold", "request_timeout"):
@@ -133,6 +136,14 @@ def run(args: argparse.Namespace) -> int:
     from diffucoder.serving.engine import Engine
     from diffucoder.tokenizer import load_tokenizer
 
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("diffucoder.serve")
+    logger.addHandler(handler)
+    logger.setLevel(args.log_level.upper())
+    logger.propagate = False
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -164,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     name = args.served_model_name or args.model.resolve().name
     engine = Engine(model, tok, max_batch=args.max_batch, max_queue=args.max_queue,
-                    batch_wait=args.batch_wait_ms / 1000, seed=args.seed)
+                    batch_wait=args.batch_wait_ms / 1000, max_batch_wait=args.max_batch_wait_ms / 1000,
+                    seed=args.seed)
     shown = f"[{host}]" if ":" in host else host
 
     def ready() -> None:

@@ -9,8 +9,9 @@ batches, and per-step streaming of the settled text.
 
 **Batching.** A diffusion canvas is decoded by one ``diffusion_generate`` call from start to finish (all rows
 start together; a row cannot join a running canvas), so batching is *dynamic*, not continuous: when the thread
-is free it waits up to ``batch_wait`` seconds after the oldest waiting request arrived (less when ``max_batch``
-rows are already waiting), then takes the oldest job and every later waiting job that can share its canvas,
+is free it keeps waiting while requests keep arriving, until none has arrived for ``batch_wait`` seconds, at
+most ``max_batch_wait`` seconds after the oldest waiting request arrived, or until ``max_batch`` rows wait (a
+burst of clients is gathered even when their requests trickle in over tens of milliseconds), then takes the oldest job and every later waiting job that can share its canvas,
 up to ``max_batch`` rows, and decodes them as one left-padded batch (``attention_mask`` hides the pads, so a
 row decodes as it would alone). Jobs share a canvas when their :class:`CanvasSettings` are equal (canvas
 length, steps, alg, blocks, threshold, cache: these shape the whole decode); sampling settings are per row
@@ -204,18 +205,21 @@ class Engine:
     """Owns the model, the queue and the scheduler thread (see the module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 32, max_queue: int = 256,
-                 batch_wait: float = 0.02, seed: int | None = None, metrics: ServerMetrics | None = None) -> None:
+                 batch_wait: float = 0.02, max_batch_wait: float = 0.2, seed: int | None = None,
+                 metrics: ServerMetrics | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
-        if batch_wait < 0:
-            raise ValueError(f"batch_wait must be >= 0, got {batch_wait}")
+        if batch_wait < 0 or max_batch_wait < batch_wait:
+            raise ValueError(f"need 0 <= batch_wait <= max_batch_wait, got {batch_wait} and {max_batch_wait}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.batch_wait = batch_wait
+        self.max_batch_wait = max_batch_wait
+        self._last_arrival = 0.0
         self.device = next(model.parameters()).device
         self.mask_id = tokenizer.mask_token_id
         self.pad_id = tokenizer.pad_token_id
@@ -268,7 +272,9 @@ class Engine:
             if len(self._queue) >= self.max_queue:
                 raise QueueFullError(f"the queue is full ({self.max_queue} requests waiting); retry later")
             self._queue.append(ticket)
+            self._last_arrival = ticket.submitted
             self._cond.notify_all()
+        log.debug("queued job %d: %d rows, %d jobs waiting", ticket.id, job.rows, len(self._queue))
         return ticket
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -316,10 +322,10 @@ class Engine:
                     self._cond.wait()
                 if self._stopping:
                     return
-                wait_until = self._queue[0].submitted + self.batch_wait
+                cap = self._queue[0].submitted + self.max_batch_wait
                 while (not self._stopping and self._queue
                        and sum(t.job.rows for t in self._queue) < self.max_batch):
-                    remaining = wait_until - time.monotonic()
+                    remaining = min(self._last_arrival + self.batch_wait, cap) - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
@@ -357,6 +363,7 @@ class Engine:
                     rows.append(_Row(t, p * t.job.n + j, prompt, text))
                     generators.append(gen)
         self._running = rows
+        log.debug("decoding %d rows of %d jobs (%d still waiting)", len(rows), len(batch), len(self._queue))
         for t in batch:
             t.emit(JobStarted(len(rows)))
         width = max(len(r.prompt) for r in rows)

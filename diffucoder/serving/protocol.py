@@ -59,7 +59,7 @@ def _finite(name: str, v: float | None) -> float | None:
 class DiffusionFields(BaseModel):
     """Fields shared by both endpoints: OpenAI's sampling fields and the diffusion extras."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
@@ -174,13 +174,13 @@ class CompletionRequest(DiffusionFields):
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
