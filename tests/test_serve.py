@@ -299,3 +299,19 @@ def test_server_keeps_serving_after_bad_input(server, client):
     r = client.completions.create(model=MODEL, prompt="x", max_tokens=4)
     assert r.choices[0].finish_reason in ("stop", "length")
     assert http(server.url + "/health")[0] == 200
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "/nonexistent/model"], "no such folder"),
+    (["--top-p", "2"], "--top-p must be in (0, 1]"),
+    (["--threshold", "0.5", "--alg", "origin"], "--threshold needs a confidence order"),
+    (["--max-batch", "0"], "--max-batch must be >= 1"),
+    (["--batch-wait-ms", "500"], "--batch-wait-ms"),
+    (["--port", "70000"], "--port must be in 0..65535"),
+])
+def test_serve_refuses_bad_options_before_loading(ckpt, capsys, args, message):
+    from diffucoder.cli.main import main
+
+    full = (["--model", str(ckpt)] if "--model" not in args else []) + args
+    assert main(["serve", *full]) == 2
+    assert message in capsys.readouterr().err
