@@ -239,6 +239,35 @@ def test_early_stop_waits_for_every_row():
         assert short.trace.num_forward_passes == full.trace.num_forward_passes
 
 
+@pytest.mark.parametrize("use_cache", ["prefix", "dual"])
+def test_early_stopped_batch_equals_one_by_one_and_drops_finished_rows(use_cache):
+    """Rows that end in different blocks: finished rows leave the forward, the others decode as alone."""
+    m = _model(seed=13)
+    rows, batch, am = _left_padded([6, 3, 5], seed=6)
+    ends = [1, 6, 11]  # completion position of each row's EOS (block 0, 1 and 2 of 4)
+
+    def hook_for(row_ids, P):
+        def hook(step, x, logits):
+            if step == 0:
+                x = x.clone()
+                for r, end in zip(range(x.shape[0]), row_ids):
+                    x[r, P + end] = EOS
+            return x
+        return hook
+
+    kw = dict(max_new_tokens=12, block_length=4, alg="entropy", threshold=0.3, use_cache=use_cache,
+              early_stop=True, return_dict_in_generate=True, **GREEDY)
+    out = diffusion_generate(m, batch, attention_mask=am, generation_tokens_hook_func=hook_for(ends, batch.shape[1]),
+                             **kw)
+    for i, r in enumerate(rows):
+        alone = diffusion_generate(m, r[None], generation_tokens_hook_func=hook_for([ends[i]], len(r)), **kw)
+        assert completion_ids(out.sequences[i:i + 1], batch.shape[1], [EOS, PAD]) == \
+            completion_ids(alone.sequences, len(r), [EOS, PAD]), f"row {i} differs"
+    full = diffusion_generate(m, batch, attention_mask=am, generation_tokens_hook_func=hook_for(ends, batch.shape[1]),
+                              **{**kw, "early_stop": False})
+    assert out.trace.extra["positions_computed"] < full.trace.extra["positions_computed"]
+
+
 # -- streaming ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("use_cache", [None, "prefix"])
 def test_step_callback_streams_a_growing_settled_prefix(use_cache):

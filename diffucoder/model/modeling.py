@@ -134,6 +134,22 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
 
+    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One (nq + 2 nkv, H) weight and bias for q, k, v: one matmul instead of three (the parameters stay
+        Qwen2's three). Concatenated at every call while gradients are recorded; without autograd (decoding) the
+        concatenation is kept and reused until a parameter is replaced or updated in place (its version)."""
+        params = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight,
+                  self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)
+        if torch.is_grad_enabled():
+            self._qkv_cache = None
+            return torch.cat(params[:3]), torch.cat(params[3:])
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = getattr(self, "_qkv_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.cat(params[:3]), torch.cat(params[3:]))
+            self._qkv_cache = cached
+        return cached[1], cached[2]
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: torch.Tensor | None, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache_start: int = 0) -> torch.Tensor:
@@ -142,9 +158,7 @@ class Attention(nn.Module):
         to all Lc cached positions (``attn_mask`` is then the cache's key mask)."""
         B, L, _ = x.shape
         nq, nkv = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        # one matmul for q, k, v: the weights are concatenated at run time (the parameters stay Qwen2's three)
-        w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (nq + 2 nkv, H)
-        b = torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias))
+        w, b = self._fused_qkv()
         q, k, v = F.linear(x, w, b).split((nq, nkv, nkv), dim=-1)  # (B, L, *)
         q = q.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, L, D)
         k = k.view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)

@@ -64,8 +64,10 @@ Extensions (off by default):
   positions outside the recomputed window forces a refresh at the next step (never silently stale keys).
   Without ``block_length`` the completion is one block and only the prompt is cached.
 - **early stop** (``early_stop``): once every row holds a stop token (end-of-text / pad) with no mask before it,
-  decoding ends and the remaining masks become pad. The text cut at the first stop token is exactly what full
-  decoding gives, because revealed tokens never change and nothing after the stop token is read.
+  decoding ends and the remaining masks become pad; before that, a row that has finished gets pad in its
+  remaining masks and is left out of the forward passes (at once without a cache, from the next block with one).
+  The text cut at the first stop token is exactly what full decoding gives, because revealed tokens never change,
+  nothing after the stop token is read and rows never attend to each other.
 - **per-row settings**: ``temperature``, ``top_p``, ``top_k`` may be sequences with one value per row, and
   ``generator`` a sequence of generators; rows sharing settings and a generator are sampled together, so a
   request decoded alone or inside a batch draws the same numbers (what a server batching requests needs).
@@ -333,8 +335,15 @@ class _StepForward:
         return a, (block_end if self.use_cache == "dual" else L)
 
     def __call__(self, x: torch.Tensor, candidate: torch.Tensor, block_start: int, block_end: int,
-                 refresh: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(flat candidate logits (N_c, V), full aligned logits (B, L, V) when hooks need them, else None)."""
+                 refresh: bool, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(flat candidate logits (N_c, V), full aligned logits (B, L, V) when hooks need them, else None).
+
+        ``rows``: compute only these rows (finished rows left out; they hold no candidate). With a cache the
+        rows may change only on a refresh, which refills the cache for them."""
+        attn = self.attn
+        if rows is not None:
+            x, candidate = x[rows], candidate[rows]
+            attn = attn[rows] if attn is not None else None
         B, L = x.shape
         self.passes += 1
         if self.full_logits:  # exact mode with hooks: the reference's full-canvas logits
@@ -350,7 +359,7 @@ class _StepForward:
             self.positions += B * L
             if self.cache is not None:
                 self.cache.reset()
-            out = self.model(x, self.attn, kv_cache=self.cache, logits_mask=pred)
+            out = self.model(x, attn, kv_cache=self.cache, logits_mask=pred)
             return out.logits, None
         a, b = self.window(block_start, block_end, L)
         self.positions += B * (b - a)
@@ -602,6 +611,8 @@ def diffusion_generate(
         bar = tqdm(total=None if threshold is not None else steps_per_block * n_blocks, desc="diffusion",
                    unit="step", leave=False)
     global_step = 0
+    row_done = torch.zeros(B, dtype=torch.bool, device=device)  # finished rows (early stop only)
+    rows: torch.Tensor | None = None  # rows the forward computes (None: all)
     stopped = False
     aborted = False
     early_stopped_at: int | None = None
@@ -624,7 +635,12 @@ def diffusion_generate(
                 break
             if cache_refresh is not None and i % cache_refresh == 0:
                 refresh = True
-            flat_logits, logits = forward(x, candidate, block_start, block_end, refresh)
+            if early_stop and not forward.full_logits and (refresh or use_cache is None):
+                # leave finished rows out of the forward (with a cache only where it is refilled anyway)
+                live = (~row_done).nonzero().squeeze(1)
+                rows = None if live.numel() == B else live
+            candidate &= ~row_done[:, None]
+            flat_logits, logits = forward(x, candidate, block_start, block_end, refresh, rows)
             refresh = False
             if logits_hook is not None:
                 logits = logits_hook(global_step, x, logits)
@@ -724,6 +740,10 @@ def diffusion_generate(
                                             finished=finished, forward_passes=forward.passes)):
                     aborted = stopped = True
                     break
+            if early_stop and bool((finished & ~row_done).any()):
+                # a finished row's text is final: its remaining masks become pad and it stops being computed
+                row_done |= finished
+                x = torch.where(row_done[:, None] & (x == mask_id), torch.full_like(x, fill_id), x)
             if early_stop and bool(finished.all()):
                 early_stopped_at = global_step
                 x = torch.where(x == mask_id, torch.full_like(x, fill_id), x)
