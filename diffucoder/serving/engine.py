@@ -26,7 +26,8 @@ the first [MASK]: revealed tokens never change) and feeds it to :class:`~diffuco
 which emits the new final text. A row is final at end-of-text / pad / ``<|im_end|>``, at a stop sequence or at
 ``max_tokens``; once every row of the batch is final or its client is gone, the decode is aborted: the answers
 are already fixed, so aborting (``step_callback`` returns True) changes no text and saves the remaining steps;
-this is ``diffusion_generate``'s ``early_stop`` extended to stop sequences, ``max_tokens`` and departed clients.
+this extends ``diffusion_generate``'s ``early_stop`` (also on: a row that has written its end-of-text is left out of
+the forward passes) to stop sequences, ``max_tokens`` and departed clients.
 
 **Cancellation.** :meth:`Ticket.cancel` (a client that disconnected or timed out) removes a waiting job from
 the queue; a running job's rows stop counting, and a batch whose rows are all cancelled is aborted.
@@ -390,8 +391,8 @@ class Engine:
                     top_p=[r.ticket.job.sampling.top_p for r in rows],
                     top_k=[r.ticket.job.sampling.top_k for r in rows], generator=generators,
                     block_length=canvas.block_length, threshold=canvas.threshold, use_cache=canvas.use_cache,
-                    mask_token_id=self.mask_id, vocab_limit=self.vocab_limit, stop_token_ids=self.stop_ids,
-                    step_callback=on_step)
+                    early_stop=True, mask_token_id=self.mask_id, vocab_limit=self.vocab_limit,
+                    stop_token_ids=self.stop_ids, step_callback=on_step)
         except GenerationError as e:  # settings are checked before queuing; this is a last line of defence
             for t in batch:
                 t.done = True
