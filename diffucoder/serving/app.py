@@ -312,7 +312,8 @@ def create_app(engine: Engine, *, model_name: str, defaults: ServerDefaults | No
     async def health() -> Any:
         ok = engine.alive
         body = {"status": "ok" if ok else "unavailable", "model": model_name, "queue_depth": engine.queue_depth,
-                "running_rows": engine.running_rows, "batch_rows": engine.batch_rows, "max_batch": engine.max_batch, "max_queue": engine.max_queue}
+                "running_rows": engine.running_rows, "batch_rows": engine.batch_rows,
+                "max_batch": engine.max_batch, "max_queue": engine.max_queue}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")

@@ -11,8 +11,8 @@ batches, and per-step streaming of the settled text.
 start together; a row cannot join a running canvas), so batching is *dynamic*, not continuous: when the thread
 is free it keeps waiting while requests keep arriving, until none has arrived for ``batch_wait`` seconds, at
 most ``max_batch_wait`` seconds after the oldest waiting request arrived, or until ``max_batch`` rows wait (a
-burst of clients is gathered even when their requests trickle in over tens of milliseconds), then takes the oldest job and every later waiting job that can share its canvas,
-up to ``max_batch`` rows, and decodes them as one left-padded batch (``attention_mask`` hides the pads, so a
+burst of clients is gathered even when their requests trickle in over tens of milliseconds), then takes the
+oldest job and every later waiting job that can share its canvas, up to ``max_batch`` rows, and decodes them as one left-padded batch (``attention_mask`` hides the pads, so a
 row decodes as it would alone). Jobs share a canvas when their :class:`CanvasSettings` are equal (canvas
 length, steps, alg, blocks, threshold, cache: these shape the whole decode); sampling settings are per row
 (``diffusion_generate`` takes one temperature / top-p / top-k and one generator per row), so greedy and sampled
