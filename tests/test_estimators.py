@@ -196,9 +196,11 @@ def test_variance_benchmark_runs_and_budgets_match(tmp_path, capsys):
                      "--ref-grid", "2", "--ref-per-t", "2", "--boot", "5", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     names = [r["estimator"] for r in res["rows"]]
-    assert names == ["coupled(l=1)", "decoupled(l=1)", "d1(p=0.15,x2)", "full_mask"]
+    assert names == ["coupled(l=1)", "decoupled(l=1)", "coupled_normalized(l=1)", "d1(p=0.15,x2)", "full_mask"]
     fm = res["rows"][-1]
     assert fm["tok_sd"] == 0.0, "full_mask is deterministic"
+    assert abs(fm["own_bias"]) < 1e-5, "full_mask's expectation is the exact full-mask pass"
+    assert res["rows"][3]["own_bias"] is None, "d1's expectation is not derived from the clean-prompt means"
     assert all(0.0 <= r["tok_sd_lo"] <= r["tok_sd_hi"] and r["seq_sd_lo"] <= r["seq_sd_hi"] for r in res["rows"])
     assert "tok_sd" in capsys.readouterr().out
 

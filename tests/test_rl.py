@@ -307,3 +307,25 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert f[6] == pytest.approx(0.55) and all(a >= b for a, b in zip(f[1:], f[2:])) and f[-1] > 0.1
     c2 = GRPOConfig(max_steps=4, lr_scheduler_type="constant", num_generations=2, per_device_train_batch_size=2)
     assert [lr_factor(s, c2) for s in range(4)] == [1.0] * 4
+
+
+def test_grpo_memory_benchmark_variants_compute_the_same_step():
+    """benchmarks/grpo_memory.py: the 'before' (full logits) and 'after' (lean) variants give the same loss and
+    gradient norm on a shrunken model, and report their phases."""
+    import argparse
+
+    from conftest import load_benchmark
+
+    mod = load_benchmark("grpo_memory")
+    figs = {}
+    for variant in ("before", "after"):
+        args = argparse.Namespace(variant=variant, layers=1, vocab=300, rows=2, prompt=12, completion=6,
+                                  gradient_checkpointing=True, threads=1)
+        figs[variant] = mod.run_variant(args)
+    b, a = figs["before"], figs["after"]
+    for key in ("score_s", "score_peak_gib", "train_s", "train_peak_gib", "train_extra_gib"):
+        assert key in a and a[key] >= 0
+    assert a["finite"] == b["finite"] == 1.0
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert a["tokens"] == 3 * 2 * 18
