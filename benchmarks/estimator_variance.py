@@ -199,7 +199,9 @@ def conditional_means(s: Setup, grid: int, per_t: int, gen: torch.Generator, row
         full_x = s.input_ids.clone()
         full_x[:, Lp:] = mask_id
         full = logp_of(full_x, 1)[0]  # (B, Lc) c_j(1)
-        for t in centres.tolist():
+        from tqdm.auto import tqdm
+
+        for t in tqdm(centres.tolist(), desc="reference t grid", file=sys.stderr):
             acc = torch.zeros(B, Lc, dtype=torch.float64)
             acc2 = torch.zeros(B, Lc, dtype=torch.float64)
             cnt = torch.zeros(B, Lc, dtype=torch.float64)
