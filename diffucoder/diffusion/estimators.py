@@ -2,8 +2,8 @@
 
 A diffusion LM has no exact per-token log-probability of a completion: it is estimated from forward passes in
 which some completion tokens are replaced by [MASK] and the model's prediction at each masked position is read
-off. GRPO needs such per-token log-probabilities for the policy ratio and the KL term. Four estimators
-(DiffuCoder arXiv 2506.20639 section 5 and its ablations; reference.md section 5):
+off. GRPO needs such per-token log-probabilities for the policy ratio and the KL term. Four estimators from
+DiffuCoder (arXiv 2506.20639 section 5 and its ablations; reference.md section 5) and one of ours:
 
 - ``coupled`` (DiffuCoder's Coupled-GRPO): per pair, ``t ~ U(t_min, t_max)``; a mask M over the completion with
   ratio t and its exact complement, so every completion token is masked exactly once across the pair. A token
@@ -37,6 +37,10 @@ the current, old and reference models). Padding follows the rollout: prompts are
 2-D attention mask (1 = token) that the model turns into hidden pad keys and positions ``cumsum(mask) - 1``; the
 completion canvas (``max_completion_length`` positions, possibly holding EOS / pad tokens after the end of the
 answer) is all real tokens, exactly as it was when it was decoded.
+
+Scoring a pass (:func:`completion_token_logp`) runs the backbone, then the LM head only on the Lc hidden states
+that predict completion tokens, with a chunked log-softmax whose logits are recomputed in backward: a pass never
+holds (N, L, V) logits or their fp32 log-softmax, which at a 152k vocabulary would dwarf the activations.
 
 Deviation from the released trainer (reference.md "defects"): it reset the global RNG in every pass and ignored
 the padding mask; we use an explicit generator and the rollout's attention mask, and draw ``t`` per sequence
