@@ -118,11 +118,14 @@ class GRPOConfig:
 
     # -- estimator ---------------------------------------------------------------------------------------
     estimator: str = "coupled"
-    """Log-likelihood estimator: coupled, decoupled, full_mask, d1 (see diffucoder.diffusion.estimators)."""
+    """Log-likelihood estimator: coupled (DiffuCoder's, 1/t weights), decoupled, full_mask, d1, or
+    coupled_normalized (coupled's complementary masks with weight 1: each token's estimate is one conditional
+    log-probability, so log-ratios, the clip band and the k3 KL are on the scale of full_mask / d1; not in the
+    paper). See diffucoder.diffusion.estimators."""
     num_mask_pairs: int = 1
-    """lambda: complementary pairs per estimate."""
+    """lambda: complementary pairs per estimate (decoupled: lambda pairs of independent masks)."""
     full_mask_pass: bool = True
-    """Add the fully-masked pass (coupled / decoupled)."""
+    """Add the fully-masked pass (coupled / decoupled / coupled_normalized)."""
     t_min: float = 0.2
     """Mask ratios t ~ U(t_min, t_max)."""
     t_max: float = 0.8

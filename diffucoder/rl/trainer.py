@@ -23,11 +23,19 @@ so a run resumed from a checkpoint (model, optimizer, scheduler, reference model
 counters, written atomically) continues exactly as the uninterrupted run would have.
 
 Distributed: under ``torchrun`` each rank decodes and scores its own prompts. Replicated (default): gradients
-are summed with ``all_reduce`` (gloo on CPU, nccl on GPU); the model is not wrapped in DDP, since each rank runs
-several forward passes per backward, and a plain all-reduce keeps that simple and exact. ``fsdp: true`` shards
-the policy and the reference model with FSDP2 (``fully_shard`` per transformer block, fp32 master weights cast
-to ``compute_dtype`` for compute, fp32 gradient reduction): what a 7B run on 80 GB cards needs. Checkpoints
-then gather full state dicts on rank 0, so they load with or without FSDP.
+are summed with ``all_reduce`` over a few flat buckets (:func:`all_reduce_bucketed`; gloo on CPU, nccl on GPU);
+the model is not wrapped in DDP, since each rank runs several forward passes per backward, and a plain
+all-reduce keeps that simple and exact. ``fsdp: true`` shards the policy and the reference model with FSDP2
+(``fully_shard`` per transformer block, fp32 master weights cast to ``compute_dtype`` for compute, fp32 gradient
+reduction): what a 7B run on 80 GB cards needs. Checkpoints then gather full state dicts on rank 0, so they load
+with or without FSDP.
+
+Memory (what a 7B policy needs): the log-prob passes run the LM head only at the positions that predict
+completion tokens, chunked with recomputation (``diffusion.estimators.completion_token_logp``): no (rows, L, V)
+logits and no fp32 log-softmax of them. Under FSDP that scorer is registered as a forward method of the sharded
+model (``register_fsdp_forward_method``), so the root's parameters (embeddings, final norm, head) are gathered
+around it as around ``forward``. A non-finite gradient is detected from the gradient norm (which the clipping
+computes anyway: per-tensor norms, no copy of the gradients); a norm that overflows counts as non-finite.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import os
 import shutil
 import sys
 import time
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from diffucoder.diffusion.estimators import MaskPlan, draw_mask_plan, estimate_logp
+from diffucoder.diffusion.estimators import LogpFn, MaskPlan, completion_token_logp, draw_mask_plan, estimate_logp
 from diffucoder.rl.config import GRPOConfig, RLConfigError
 from diffucoder.rl.loss import group_advantages, grpo_loss, zero_variance_groups
 from diffucoder.rl.rollout import (
@@ -176,6 +185,46 @@ class _Dist:
             from diffucoder.training.distributed import cleanup
 
             cleanup()
+
+
+GRAD_BUCKET_BYTES = 64 * 2 ** 20
+"""Size of one flat buffer of the replicated gradient all-reduce."""
+
+
+def all_reduce_bucketed(tensors: Sequence[torch.Tensor], reduce_: Callable[[torch.Tensor], Any],
+                        bucket_bytes: int = GRAD_BUCKET_BYTES) -> int:
+    """Reduce ``tensors`` in place through ``reduce_`` (e.g. a SUM all-reduce) on a few flat buffers.
+
+    Tensors are packed in order into buffers of at most ``bucket_bytes`` (one tensor larger than that gets a
+    buffer of its own) per dtype and device; each buffer is reduced with one call and copied back. Returns the
+    number of calls. Summation is elementwise, so the result equals one call per tensor, bit for bit.
+    """
+    calls = 0
+    bucket: list[torch.Tensor] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal calls, bucket, size
+        if not bucket:
+            return
+        if len(bucket) == 1:
+            reduce_(bucket[0])
+        else:
+            flat = torch.cat([t.reshape(-1) for t in bucket])  # (n,)
+            reduce_(flat)
+            for t, v in zip(bucket, flat.split([t.numel() for t in bucket])):
+                t.copy_(v.view_as(t))
+        calls += 1
+        bucket, size = [], 0
+
+    for t in tensors:
+        nbytes = t.numel() * t.element_size()
+        if bucket and (t.dtype != bucket[0].dtype or t.device != bucket[0].device or size + nbytes > bucket_bytes):
+            flush()
+        bucket.append(t)
+        size += nbytes
+    flush()
+    return calls
 
 
 def _pick_device(cfg: GRPOConfig, dist: _Dist) -> torch.device:
@@ -313,6 +362,12 @@ class GRPOTrainer:
             if isinstance(m, DecoderLayer):
                 fully_shard(m, mp_policy=mp)
         fully_shard(module, mp_policy=mp)
+        # the scorer reads the root's parameters (embeddings, final norm, head) outside ``forward``: make FSDP
+        # gather them around it (and reduce their gradients) as it does around ``forward``
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        module._grpo_completion_logp = types.MethodType(completion_token_logp, module)
+        register_fsdp_forward_method(module, "_grpo_completion_logp")
 
     def _amp(self) -> Any:
         """Autocast to ``compute_dtype`` (without FSDP; FSDP casts through its mixed-precision policy)."""
@@ -442,8 +497,14 @@ class GRPOTrainer:
         rows = rows if rows is not None else slice(None)
         with self._amp():
             est = estimate_logp(model, batch.input_ids[rows].to(self.device), batch.attention_mask[rows].to(self.device),
-                                batch.plan.select(rows).to(self.device), self.tok.mask_token_id)
+                                batch.plan.select(rows).to(self.device), self.tok.mask_token_id,
+                                logp_fn=self._scorer(model))
         return est.logp
+
+    @staticmethod
+    def _scorer(model: "DreamModel") -> LogpFn | None:
+        """The FSDP-registered scorer of a sharded model (see ``_shard``), else None (the plain function)."""
+        return getattr(model, "_grpo_completion_logp", None)
 
     # -- one optimizer step --------------------------------------------------------------------------------
     def _update(self, batch: _Batch, iteration: int) -> dict[str, float]:
@@ -483,21 +544,12 @@ class GRPOTrainer:
             sums["tokens"] += out.num_tokens
         if first:
             batch.old_logp = old_store
-        # gradients: sum over ranks (each rank's loss is already divided by the global token count)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
-        if finite and grads:
-            flat = torch.cat([(g.to_local() if hasattr(g, "to_local") else g).reshape(-1).float() for g in grads])
-            if not bool(torch.isfinite(flat).all()):
-                flag[0] = 1.0
-        self.dist.sum_(flag)
+        # a non-finite loss on any rank skips the step on all ranks (one scalar collective)
+        flag = self.dist.sum_(torch.tensor([0.0 if finite else 1.0], device=self.device))
         grad_norm = math.nan
         if float(flag) == 0.0:
-            if self.dist.world > 1 and not self.fsdp:
-                for g in grads:
-                    self.dist.sum_(g)
-            gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            grad_norm = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+            grad_norm = self._finish_gradients()
+        if math.isfinite(grad_norm):
             self.opt.step()
             self._nonfinite_run = 0
         else:
@@ -510,8 +562,18 @@ class GRPOTrainer:
             self.sched.step()
         seconds = time.perf_counter() - t0
         P = batch.plan.num_passes
-        return {**sums, "lr": lr, "grad_norm": grad_norm, "skipped": float(flag > 0), "update_seconds": seconds,
+        return {**sums, "lr": lr, "grad_norm": grad_norm, "skipped": float(not math.isfinite(grad_norm)),
+                "update_seconds": seconds,
                 "update_tokens": float(N * P * batch.input_ids.shape[1])}
+
+    def _finish_gradients(self) -> float:
+        """Sum gradients over ranks (bucketed; FSDP has reduce-scattered them already), clip them to
+        ``max_grad_norm``; return the pre-clip norm, non-finite when a gradient is (the same on every rank)."""
+        if self.dist.world > 1 and not self.fsdp:
+            # each rank's loss is already divided by the global token count: the sum is the batch gradient
+            all_reduce_bucketed([p.grad for p in self.model.parameters() if p.grad is not None], self.dist.sum_)
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        return float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
 
     @torch.no_grad()
     def _sync_ref(self) -> None:
