@@ -23,10 +23,7 @@ from diffucoder.evaluation.prompts import INSTRUCTION_PREFIX, RESPONSE_PREFIX, P
 from diffucoder.evaluation.sanitize import sanitize
 from diffucoder.execution import SandboxPool
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EVALPLUS = SHARED / "data" / "evalplus"
-needs_evalplus_data = pytest.mark.skipif(not (EVALPLUS / "HumanEvalPlus-Mini-v0.1.10.jsonl.gz").exists(),
-                                         reason="../shared/data/evalplus is absent")
+from diffucoder.evaluation.datasets import DATA_DIR as EVALPLUS  # the release files shipped with the package
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +138,9 @@ def test_synthetic_tasks_hook(pool):
     assert all(r.passed for r in res), [(r.status, r.error) for r in res if not r.passed]
 
 
-@needs_evalplus_data
 def test_evalplus_tasks_judge_canonical_and_wrong(pool):
     pytest.importorskip("evalplus")
-    he = load_evalplus(EVALPLUS / "HumanEvalPlus-Mini-v0.1.10.jsonl.gz", "humaneval",
+    he = load_evalplus(EVALPLUS / "HumanEvalPlus-v0.1.10.jsonl.gz", "humaneval",
                        task_ids=["HumanEval/0", "HumanEval/2", "HumanEval/22", "HumanEval/32"], progress=False)
     mb = load_evalplus(EVALPLUS / "MbppPlus-v0.2.0.jsonl.gz", "mbpp", task_ids=["Mbpp/2", "Mbpp/737"],
                        progress=False)
