@@ -90,20 +90,26 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Itera
 
 
 def check_changes(changes: list[Change], run_dir: str | Path, saved_file: str | Path, *, allow: bool,
-                  what: str = "run", allow_hint: str = ALLOW_FLAG, fixed: Iterable[str] = ()) -> None:
+                  what: str = "run", allow_hint: str = ALLOW_FLAG, fixed: Iterable[str] = (),
+                  error: type[Exception] | None = None) -> None:
     """Refuse ``changes`` with a :class:`ConfigChangedError` naming them, unless ``allow``. Keys matching
-    ``fixed`` (globs) are refused even then: they cannot take effect on a resume (the message says why)."""
+    ``fixed`` (globs) are refused even then: they cannot take effect on a resume (the message says why).
+    ``error``: the caller's config error class, mixed in so ``except ConfigError`` catches the refusal too."""
     if not changes:
         return
+    cls: type[ConfigChangedError] = ConfigChangedError
+    if error is not None and not issubclass(ConfigChangedError, error):
+        cls = type(f"{error.__name__}Changed", (ConfigChangedError, error), {"__init__": ConfigChangedError.__init__,
+                                                                            "__module__": __name__})
     listed = "; ".join(str(c) for c in changes[:12]) + (f"; and {len(changes) - 12} more" if len(changes) > 12 else "")
     stuck = [c for c in changes if any(fnmatch.fnmatchcase(c.key, p) for p in fixed)]
     if stuck:
-        raise ConfigChangedError(
+        raise cls(
             f"{run_dir}: cannot continue this {what} with {', '.join(c.key for c in stuck)} changed "
             f"({'; '.join(str(c) for c in stuck)}): the saved {what} was built with the old value(s) "
             f"({saved_file}); use another folder", changes)
     if not allow:
-        raise ConfigChangedError(
+        raise cls(
             f"{run_dir} holds a {what} made with other settings ({saved_file}): {listed}. Continuing would mix "
             f"two configs; use another folder, or pass {allow_hint} to continue under the new settings (the "
             f"change is logged in {Path(run_dir) / CHANGES_LOG})", changes)

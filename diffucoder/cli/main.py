@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     command = None
     try:
         parser = build_parser(args_list)
-        args = parser.parse_args(args_list)
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as e:  # a usage error (already printed, naming the argument) or --help
+            return e.code if isinstance(e.code, int) else 2
         debug = debug or bool(getattr(args, "debug", False))
         if args.version:
             from diffucoder import __version__

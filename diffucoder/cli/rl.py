@@ -43,6 +43,16 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, default=str))
         return 0
+    if cfg.model_name_or_path and os.environ.get("WORLD_SIZE", "1") == "1":
+        import torch
+
+        from diffucoder.model.checkpoint import read_config
+        from diffucoder.runtime import default_threads, resolve_device
+
+        if resolve_device(cfg.device).type == "cpu":
+            n = default_threads(read_config(Path(cfg.model_name_or_path)).num_parameters())
+            if n is not None:
+                torch.set_num_threads(n)  # a small model decodes and trains faster on one thread
     res = train_grpo(cfg, allow_config_change=args.allow_config_change)
     last = res.history[-1] if res.history else {}
     summary = {

@@ -244,7 +244,7 @@ class GRPOTrainer:
                 self._config_changes = config_changes(saved_cfg, cfg.to_dict(), RL_OPERATIONAL,
                                                       defaults=GRPOConfig().to_dict())
                 check_changes(self._config_changes, self.out, saved_file, allow=allow_config_change,
-                              what="GRPO run", fixed=RL_FIXED)
+                              what="GRPO run", fixed=RL_FIXED, error=RLConfigError)
         resume_state: dict[str, Any] | None = None
         if self.resume_path is not None:
             saved = DreamModel.from_pretrained(self.resume_path, torch_dtype=dtype)

@@ -510,7 +510,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
     changes = (config_changes(saved, cfg.to_dict(), TRAIN_OPERATIONAL, defaults=TrainConfig().to_dict())
                if saved is not None else [])
     check_changes(changes, run_dir, saved_file, allow=allow_config_change, what="training run",
-                  fixed=TRAIN_FIXED if ckpt_path is not None else ())
+                  fixed=TRAIN_FIXED if ckpt_path is not None else (), error=ConfigError)
     info = D.init_distributed(cfg.runtime.device)
     if cfg.runtime.threads is not None:
         torch.set_num_threads(cfg.runtime.threads)
