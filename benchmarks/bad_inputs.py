@@ -343,7 +343,7 @@ def cases(d: Path) -> list[Case]:
                   "--k", "0", "--out", "ev_k0"), ["k"]),
         Case("eval-k-too-big", "k above the sample count",
              _cli("eval", "--samples", "samples.jsonl", "--dataset", "synthetic", "--dataset-path", "rows.jsonl",
-                  "--k", "1,5", "--out", "ev_k5", "--workers", "1"), ["pass@5"], check=k_check),
+                  "--k", "1,5", "--out", "ev_k5", "--workers", "1"), ["pass@5"], check=k_check, expect="ok"),
         Case("eval-tasks-unknown", "unknown task id",
              _cli("eval", "--samples", "samples.jsonl", "--dataset", "synthetic", "--dataset-path", "rows.jsonl",
                   "--tasks", "nope", "--out", "ev_t"), ["nope"]),

@@ -177,7 +177,8 @@ class Demo:
             return []
         changes = config_changes(theirs, self.settings_record(), ("settings.threads",),
                                  defaults={"settings": asdict(DemoSettings()), "seed": 0})
-        check_changes(changes, self.dir, f, allow=self.allow_config_change, what="demo run",
+        nothing_done = not any(self.done(st) for st in STAGES)  # an attempt that finished no stage
+        check_changes(changes, self.dir, f, allow=self.allow_config_change or nothing_done, what="demo run",
                       allow_hint="--allow-config-change (finished stages are kept; later ones use the new settings)")
         return changes
 

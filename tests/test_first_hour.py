@@ -252,7 +252,7 @@ def test_a_failed_command_leaves_the_old_run_untouched(capsys, tmp_path, train_y
     assert after == before
 
 
-def test_a_fresh_start_under_allowed_changes_rebuilds_what_the_old_config_made(capsys, tmp_path, train_yaml,
+def test_after_an_attempt_that_trained_nothing_a_new_config_starts_over(capsys, tmp_path, train_yaml,
                                                                               monkeypatch):
     import diffucoder.training.loop as loop
 
@@ -265,10 +265,10 @@ def test_a_fresh_start_under_allowed_changes_rebuilds_what_the_old_config_made(c
     one_line_error(rc, err, "simulated")
     assert (run / "tokenizer" / "tokenizer.json").is_file() and not (run / "checkpoints").exists()
     monkeypatch.undo()
-    rc, _, err = cli(capsys, "train", train_yaml)  # another tokenizer now: refused, then allowed
-    one_line_error(rc, err, "tokenizer.path", "tokenizer.vocab_size")
-    rc, _, err = cli(capsys, "train", train_yaml, "--allow-config-change")
+    # the failed attempt trained nothing: the fixed command starts over without a flag, on its own tokenizer
+    rc, _, err = cli(capsys, "train", train_yaml)
     assert rc == 0, err
+    assert "fresh start" in err and "tokenizer.vocab_size: 300 -> 8192" in err
     from diffucoder.tokenizer import load_tokenizer
 
     assert load_tokenizer(run / "tokenizer").vocab_size == load_tokenizer(tmp_path / "tok").vocab_size

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from diffucoder.analysis.experiment import analyze_decoding_order, load_prompt_set
-    from diffucoder.cli.common import load_model
+    from diffucoder.cli.common import check_output_dir, load_model
     from diffucoder.errors import InputError
 
     try:
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--temperatures must be comma-separated numbers, got {args.temperatures!r}") from None
     if not temps or any(t < 0 or not math.isfinite(t) for t in temps):
         raise InputError(f"--temperatures needs at least one value, none negative, got {args.temperatures!r}")
+    check_output_dir(args.out)
     model, tok, _ = load_model(args.model, args.dtype, args.device, args.threads)
     prompts = load_prompt_set(args.prompts, tok, style=args.prompt_style, limit=args.limit, seed=args.seed,
                               with_tests=args.eval, workers=args.workers)

@@ -90,3 +90,13 @@ def load_model(path: Path, dtype: str = "float32", device: str = "auto", threads
     model = DreamModel.from_pretrained(path, torch_dtype=torch_dtype).to(dev).eval()
     apply_threads(threads, model, dev)
     return model, tok, dev
+
+
+def check_output_dir(path: Path, flag: str = "--out") -> Path:
+    """``path`` as a folder to write into: an InputError naming ``flag`` when it exists as a file."""
+    from diffucoder.errors import InputError
+
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: exists and is not a folder")
+    return path
+

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from diffucoder.evaluation.harness import EvalSettings, evaluate, model_generate_fn
     from diffucoder.execution import isolation_level
 
+    from diffucoder.cli.common import check_output_dir
+
     ks = _parse_ks(args.k)
     if args.model is not None and any(k > args.n_samples for k in ks):
         warnings.warn(f"--k {','.join(str(k) for k in ks if k > args.n_samples)} exceed --n-samples "
@@ -82,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
                                                    seed=args.seed, device=args.device, dtype=args.dtype,
                                                    threads=args.threads)
         settings.generation = gen_settings
-    out = args.out or (args.samples.parent / f"eval_{args.dataset}" if args.samples else
-                       Path("eval") / args.dataset)
+    out = check_output_dir(args.out or (args.samples.parent / f"eval_{args.dataset}" if args.samples else
+                                        Path("eval") / args.dataset))
     release = f", {dataset.release}" if dataset.release else ""
     print(f"dataset {dataset.name}: {len(dataset)} tasks{release}, sha256 {dataset.sha256[:16]}; sandbox isolation: "
           f"{isolation_level()}")

@@ -100,10 +100,11 @@ def user_error_message(e: BaseException) -> str | None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Our own warnings as one ``warning: ...`` line; other libraries' in Python's usual format."""
+    """User warnings (ours, or raised through another library's wrapper) as one ``warning: ...`` line; other
+    categories (deprecations...) in Python's usual format."""
     out = file or sys.stderr
-    text = f"warning: {message}\n" if f"{os.sep}diffucoder{os.sep}" in str(filename) else \
-        warnings.formatwarning(message, category, filename, lineno, line)
+    ours = f"{os.sep}diffucoder{os.sep}" in str(filename) or issubclass(category, UserWarning)
+    text = f"warning: {message}\n" if ours else warnings.formatwarning(message, category, filename, lineno, line)
     try:
         out.write(text)
     except (OSError, ValueError):

@@ -30,6 +30,17 @@ class ConfigError(InputError):
     """A config.json that cannot describe a Dream model."""
 
 
+# Small shapes for CPU work (DreamConfig.preset): "tiny" (~0.2M + embeddings, for tests), "5m", "20m".
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2),
+    "5m": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
+               num_key_value_heads=4),
+    "20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=4),
+}
+
+
 @dataclass
 class DreamConfig:
     """Hyper-parameters of a Dream / DiffuCoder model (a Qwen2 transformer with bidirectional attention)."""
@@ -224,14 +235,7 @@ class DreamConfig:
             vocab_size = overrides.pop("vocab_size")
         if vocab_size is None:
             raise ConfigError("preset() needs vocab_size or tokenizer")
-        presets = {
-            "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2),
-            "5m": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
-                       num_key_value_heads=4),
-            "20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=8,
-                        num_key_value_heads=4),
-        }
+        presets = PRESETS
         if name not in presets:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         base = dict(vocab_size=vocab_size, max_position_embeddings=2048, rope_theta=10000.0,

@@ -320,6 +320,10 @@ class TrainConfig:
         need(self.logging.every >= 1, f"logging.every must be >= 1, got {self.logging.every}", "logging.every")
         need(self.runtime.threads is None or self.runtime.threads >= 1,
              f"runtime.threads must be >= 1 (or null: the default), got {self.runtime.threads}", "runtime.threads")
+        from diffucoder.model.config import PRESETS
+
+        need(self.model.init_from is not None or self.model.preset in PRESETS,
+             f"model.preset {self.model.preset!r} is not one of {sorted(PRESETS)}", "model.preset")
         need(self.runtime.device in ("auto", "cpu", "cuda") or self.runtime.device.startswith("cuda:"),
              f"runtime.device must be auto, cpu or cuda, got {self.runtime.device!r}", "runtime.device")
         need(self.resume in ("auto", "never") or bool(self.resume.strip()),

@@ -454,6 +454,9 @@ def preflight(cfg: TrainConfig) -> Path | None:
     from diffucoder.rundir import check_run_dir
 
     run_dir = check_run_dir(cfg.run_dir, "run_dir")
+    if cfg.runtime.device != "auto" and cfg.runtime.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device is {cfg.runtime.device!r} but CUDA is not available on this machine "
+                          f"(use cpu or auto)", ["runtime.device"])
     if cfg.tokenizer.path is not None:
         tp = Path(cfg.tokenizer.path)
         if not (tp.is_file() or (tp / "tokenizer.json").is_file()):
@@ -509,7 +512,9 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
     saved = read_saved(saved_file)
     changes = (config_changes(saved, cfg.to_dict(), TRAIN_OPERATIONAL, defaults=TrainConfig().to_dict())
                if saved is not None else [])
-    check_changes(changes, run_dir, saved_file, allow=allow_config_change, what="training run",
+    # an earlier attempt that trained nothing (no checkpoint, no final model) holds nothing a change could spoil
+    trained = ckpt_path is not None or bool(list_checkpoints(run_dir)) or (run_dir / "final" / "config.json").is_file()
+    check_changes(changes, run_dir, saved_file, allow=allow_config_change or not trained, what="training run",
                   fixed=TRAIN_FIXED if ckpt_path is not None else (), error=ConfigError)
     info = D.init_distributed(cfg.runtime.device)
     if cfg.runtime.threads is not None:
