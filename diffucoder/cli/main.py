@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("diffucoder.cli.analyze", "decoding-order analysis (AR-ness, entropy sink) with plots"),
     "eval": ("diffucoder.cli.eval", "score samples or a model on HumanEval / HumanEval+ / MBPP+ / synthetic"),
     "rl": ("diffucoder.cli.rl", "coupled-GRPO reinforcement learning from a YAML config"),
+    "serve": ("diffucoder.cli.serve", "an OpenAI-compatible HTTP server with dynamic batching and a live view"),
     "demo": ("diffucoder.cli.demo", "the end-to-end pipeline on a CPU: tokenizer, pretrain, SFT, eval, analysis"),
 }
 # what an interrupted command keeps, said after Ctrl-C
