@@ -9,7 +9,8 @@ work, a core to wait for. ``benchmarks/threads.py`` measures it side by side, th
 process: on 2 shared cores, decoding 64 tokens in 32 steps took 7.1x (tiny), 7.3x (5m) and 6.6x (20m) longer
 on two threads than on one at batch 1, 3.1x / 4.1x at batch 8. The commands that decode (``generate``,
 ``analyze``, ``eval``, ``rl``) use this default; training keeps torch's (there the gap is smaller, 2.9x for 5m
-and 1.8x for 20m on the same busy machine, and two threads win on a quiet one: set ``runtime.threads``).
+and 1.8x for 20m on the same busy machine, and larger batches split better; a quiet machine was not measured:
+set ``runtime.threads=1`` on a busy one).
 Larger models (a 7B on a many-core CPU) keep torch's default.
 """
 
