@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: pick a free one)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                   help="weights dtype (auto: as stored); on CPUs without AMX float32 is the fast one")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g = p.add_argument_group("batching and limits")
     g.add_argument("--max-batch", type=int, default=32, help="most canvas rows decoded together")
@@ -59,22 +60,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds running requests get to finish on SIGINT / SIGTERM")
     d = p.add_argument_group("decoding defaults (a request's own fields override them; 'none' turns one off)")
     d.add_argument("--max-tokens", type=int, default=256, help="max_tokens when a request gives none")
-    d.add_argument("--temperature", type=float, default=0.0)
+    d.add_argument("--temperature", type=float, default=0.0, help="temperature when a request gives none (0: greedy)")
     d.add_argument("--top-p", type=_opt_float, default=INHERIT,
                    help="default 'inherit': the checkpoint's value as the reference resolves it (1.0 when unset)")
     d.add_argument("--top-k", type=_opt_int, default=INHERIT,
                    help="default 'inherit': the checkpoint's value as the reference resolves it (50 when unset); "
                         "'none' switches top-k off")
     d.add_argument("--steps", type=_opt_int, default=None, help="decoding steps (default: one per canvas token)")
-    d.add_argument("--alg", default="entropy", choices=["origin", "maskgit_plus", "topk_margin", "entropy"])
-    d.add_argument("--alg-temp", type=_opt_float, default=None)
+    d.add_argument("--alg", default="entropy", choices=["origin", "maskgit_plus", "topk_margin", "entropy"],
+                   help="unmasking order (DiffuCoder: entropy)")
+    d.add_argument("--alg-temp", type=_opt_float, default=None, help="sample positions from softmax(conf/alg_temp)")
     d.add_argument("--block-length", type=_opt_int, default=32, help="semi-autoregressive block length")
     d.add_argument("--threshold", type=_opt_float, default=0.9,
                    help="parallel decoding: reveal every position whose token probability exceeds this")
     d.add_argument("--use-cache", default="prefix", choices=["none", "prefix", "dual"],
                    help="Fast-dLLM block-wise KV cache (prefix: prompt and finished blocks; dual: also the suffix)")
     p.add_argument("--seed", type=int, default=None, help="seed of the server's RNG for unseeded sampling")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log detail (debug also logs every request and batch)")
 
 
 def _defaults(args: argparse.Namespace, inherited: dict | None = None) -> "ServerDefaults":

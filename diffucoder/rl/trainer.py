@@ -77,6 +77,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffucoder.tokenizer import DiffuTokenizer
 
 STATE_NAME = "trainer_state.pt"
+# Config keys that cannot change what a run computes (where and how fast it runs, what it logs, how often it
+# saves): they may differ between the invocations of one run (see diffucoder.rundir).
+RL_OPERATIONAL = ("resume_from_checkpoint", "overwrite_output_dir", "disable_tqdm", "logging_steps", "save_steps",
+                  "save_total_limit", "reward_workers", "generation_batch_size", "logp_micro_batch_size", "device",
+                  "max_nonfinite_steps", "save_final_model", "output_dir", "gradient_checkpointing")
+# Keys a resumed run cannot take up even when a change is allowed (the saved rollout batch and the derived random
+# streams depend on them).
+RL_FIXED = ("seed", "num_generations", "per_device_train_batch_size")
 
 
 @dataclass
@@ -249,7 +257,7 @@ class GRPOTrainer:
     def __init__(self, cfg: GRPOConfig, model: "DreamModel | None" = None, tokenizer: "DiffuTokenizer | None" = None,
                  rows: Sequence[dict[str, Any]] | None = None,
                  reward_funcs: Sequence[str | RewardFunc] | None = None,
-                 log_fn: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 log_fn: Callable[[dict[str, Any]], None] | None = None, allow_config_change: bool = False) -> None:
         self.cfg = cfg
         self.dist = _Dist("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
         self.device = _pick_device(cfg, self.dist)
@@ -273,7 +281,19 @@ class GRPOTrainer:
             raise RLConfigError(f"model mask_token_id {model.config.mask_token_id} differs from the tokenizer's "
                                 f"{tokenizer.mask_token_id}")
         # resume: weights (policy and reference) go into the plain modules before any sharding
+        from diffucoder.rundir import check_changes, check_run_dir, config_changes, read_saved
+
+        check_run_dir(self.out, "output_dir")
         self.resume_path = self._resume_path()
+        self._config_changes: list = []
+        if self.resume_path is not None:
+            saved_file = self.resume_path / "rl_config.json"
+            saved_cfg = read_saved(saved_file)
+            if saved_cfg is not None:
+                self._config_changes = config_changes(saved_cfg, cfg.to_dict(), RL_OPERATIONAL,
+                                                      defaults=GRPOConfig().to_dict())
+                check_changes(self._config_changes, self.out, saved_file, allow=allow_config_change,
+                              what="GRPO run", fixed=RL_FIXED, error=RLConfigError)
         resume_state: dict[str, Any] | None = None
         if self.resume_path is not None:
             saved = DreamModel.from_pretrained(self.resume_path, torch_dtype=dtype)
@@ -318,7 +338,9 @@ class GRPOTrainer:
                 kept.append(r)
         self.data_stats.kept = len(kept)
         if not kept:
-            raise ValueError(f"no usable prompt rows ({self.data_stats})")
+            from diffucoder.errors import DatasetError
+
+            raise DatasetError(f"{cfg.dataset_path or 'rows'}: no usable prompt rows ({self.data_stats})")
         self.rows = kept
 
         self.reward_names = [n if isinstance(n, str) else getattr(n, "__name__", "reward")
@@ -674,7 +696,8 @@ class GRPOTrainer:
             return cps[-1] if cps else None
         p = Path(str(r))
         if not (p / STATE_NAME).is_file():
-            raise FileNotFoundError(f"{p}: not a GRPO checkpoint (no {STATE_NAME})")
+            raise RLConfigError(f"resume_from_checkpoint: {p} is not a GRPO checkpoint (no {STATE_NAME})",
+                                ["resume_from_checkpoint"])
         return p
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -686,6 +709,13 @@ class GRPOTrainer:
         if resume is not None and self._resume_state is not None:
             self._restore(resume, self._resume_state)
             self._resume_state = None
+            if self.dist.main:
+                from diffucoder.rundir import log_changes, note
+
+                log_changes(self.out, self._config_changes, f"resume from {resume}")
+                note(f"resuming from step {self.step} of {cfg.max_steps} ({resume})" if self.step < cfg.max_steps
+                     else f"{self.out}: already at step {self.step} of {cfg.max_steps} ({resume}); nothing left to "
+                          f"train")
         self.dist.barrier()
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -742,17 +772,20 @@ class GRPOTrainer:
 def train_grpo(config: GRPOConfig | dict[str, Any] | str | Path, model: "DreamModel | None" = None,
                tokenizer: "DiffuTokenizer | None" = None, rows: Sequence[dict[str, Any]] | None = None,
                reward_funcs: Sequence[str | RewardFunc] | None = None,
-               log_fn: Callable[[dict[str, Any]], None] | None = None) -> GRPOResult:
+               log_fn: Callable[[dict[str, Any]], None] | None = None,
+               allow_config_change: bool = False) -> GRPOResult:
     """Run coupled-GRPO (see the module docstring).
 
     ``config``: a :class:`GRPOConfig`, a dict of its fields or a YAML path. ``model`` / ``tokenizer`` / ``rows``
     (dicts with ``question`` and ``test_cases``) / ``reward_funcs`` (names or callables) override what the
     config would load, which is how the demo and the tests call it. ``log_fn`` receives every logged record.
+    Resuming (``resume_from_checkpoint``) under a config that differs from the checkpoint's outside
+    ``RL_OPERATIONAL`` is refused with the changed keys named, unless ``allow_config_change``.
     """
     if isinstance(config, (str, Path)):
         config = GRPOConfig.from_yaml(config)
     elif isinstance(config, dict):
         config = GRPOConfig.from_dict(config)
     trainer = GRPOTrainer(config, model=model, tokenizer=tokenizer, rows=rows, reward_funcs=reward_funcs,
-                          log_fn=log_fn)
+                          log_fn=log_fn, allow_config_change=allow_config_change)
     return trainer.train()
