@@ -40,9 +40,7 @@ RESUMABLE = {
 }
 # error types of modules that do not derive from diffucoder.errors.DiffucoderError (looked up only when their
 # module is loaded: an exception of a module never imported cannot have been raised)
-_OTHER_PROJECT_ERRORS = (("diffucoder.sampling.generate", "GenerationError"),
-                         ("diffucoder.sampling", "GenerationError"),
-                         ("diffucoder.execution.sandbox", "SandboxError"))
+_OTHER_PROJECT_ERRORS = (("diffucoder.execution.sandbox", "SandboxError"),)
 
 
 def _available() -> dict[str, tuple[str, str]]:

@@ -89,6 +89,7 @@ from typing import Any, Protocol
 
 import torch
 
+from diffucoder.errors import InputError
 from diffucoder.sampling.policies import ALGORITHMS, StepChoice, limit_vocab, process_logits, sample_tokens
 from diffucoder.sampling.trace import DecodeTrace, GenerationOutput
 
@@ -106,8 +107,8 @@ CACHE_MODES = ("prefix", "dual")
 _IGNORED_KWARGS = {"bos_token_id", "output_attentions", "output_hidden_states", "do_sample"}
 
 
-class GenerationError(ValueError):
-    """Bad arguments to :func:`diffusion_generate` (raised before any forward pass)."""
+class GenerationError(InputError):
+    """Bad arguments to :func:`diffusion_generate` (raised before any forward pass); a ``ValueError``."""
 
 
 class _Inherit:
