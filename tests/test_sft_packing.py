@@ -254,3 +254,34 @@ def test_packed_sft_resumes_exactly(tmp_path, tokenizer_dir):
     pa, pb = final_params(full), final_params(resumed)
     for k in pa:
         assert torch.equal(pa[k], pb[k]), k
+
+
+# ------------------------------------------------------------------------------------------------------------
+# shorter prompts
+# ------------------------------------------------------------------------------------------------------------
+def test_short_prompt_format_is_the_question_alone_and_is_wired_through_sft(tokenizer_dir):
+    from conftest import load_benchmark
+
+    from diffucoder.tasks import PROMPT_INSTRUCTION, build_prompt, generate_tasks, to_eval_row, to_sft_record
+    from diffucoder.tokenizer import load_tokenizer
+    from diffucoder.training.loop import _synthetic_records
+
+    tasks = generate_tasks(30, "train", seed=3)
+    for t in tasks:
+        short = build_prompt(t, "short")
+        # still the question itself, ending with the Signature line that reads like the answer's first line
+        assert short == t.question and short.split("\n")[-2] == "Signature:"
+        assert short.split("\n")[-1].startswith(f"def {t.entry_point}(") and short.endswith("):")
+        assert build_prompt(t) == f"{short}\n{PROMPT_INSTRUCTION}"  # the default is unchanged
+    assert to_eval_row(tasks[0], "short")["prompt"] == tasks[0].question
+    assert to_sft_record(tasks[0], prompt_format="short")["messages"][0]["content"] == tasks[0].question
+    with pytest.raises(ValueError, match="prompt_format"):
+        build_prompt(tasks[0], "tiny")
+    recs = _synthetic_records(4, 0, ["easy"], "short")
+    assert all(PROMPT_INSTRUCTION not in r.prompt_messages[0]["content"] for r in recs)
+    # the benchmark's breakdown attributes every prompt token to one part
+    tok = load_tokenizer(tokenizer_dir)
+    b = load_benchmark("sft_throughput").prompt_token_breakdown(tok, tasks)
+    assert sum(b["parts"].values()) == pytest.approx(b["totals"]["default"])
+    assert b["totals"]["short (no instruction, no system turn)"] < b["totals"]["short, system turn"] \
+        < b["totals"]["default"]

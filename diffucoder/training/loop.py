@@ -10,6 +10,10 @@ Loss normalisation over a split batch: each micro-batch contributes ``sum(CE / t
 masked-token (or maskable-position) count of the whole global batch, summed over ranks before the backward
 passes; DDP's gradient averaging is undone by a factor ``world_size``. So the update equals the one computed on
 the unsplit global batch.
+
+With ``sft.packing`` a row holds several SFT examples (``training.data.PackedSFTRows``), each with its own
+noise level, masks, positions and attention block; ``optim.global_batch_size`` then counts rows, and the logs
+and checkpoints count ``examples_seen`` as well as tokens.
 """
 
 from __future__ import annotations
@@ -160,8 +164,11 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
         else:
             train = rows(payload["train"])
         held = rows(payload["heldout"]) if payload["heldout"] else None  # unpacked either way: comparable runs
-        # the answer region of fixed-length rows: answer tokens and pad targets
-        pads = sum(max(0, cfg.sft.max_length - len(e[0]) - len(e[1])) for e in payload["train"])
+        # the answer region of fixed-length rows (packed: of each example's segment): answer tokens and pad targets
+        if isinstance(train, PackedSFTRows):
+            pads = sum(n - len(e.prompt_ids) - len(e.answer_ids) for n, e in zip(train.lengths, train.examples))
+        else:
+            pads = sum(max(0, cfg.sft.max_length - len(e[0]) - len(e[1])) for e in payload["train"])
         flat = torch.tensor([i for e in payload["train"] for i in e[1]] + [tok.pad_token_id] * pads,
                             dtype=torch.long)
     else:
