@@ -34,13 +34,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+SHORT = {"sft.synthetic_prompt_format": "short", "sft.system_prompt": "null"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "unpacked": {},
-    "packed-256": {"sft.packing": "true", "sft.max_length": "256"},
+    "packed-256": {"sft.packing": "true", "sft.max_length": "256"},  # answer region: longest answer + 1
+    "packed-256-one-pad": {"sft.packing": "true", "sft.max_length": "256", "sft.pack_answer_length": "0"},
     "packed-256-answer-32": {"sft.packing": "true", "sft.max_length": "256", "sft.pack_answer_length": "32"},
-    "unpacked-short": {"sft.synthetic_prompt_format": "short", "sft.system_prompt": "null"},
-    "packed-192-short": {"sft.packing": "true", "sft.max_length": "192", "sft.synthetic_prompt_format": "short",
-                         "sft.system_prompt": "null"},
+    "unpacked-short": dict(SHORT),
+    "packed-160-short": {"sft.packing": "true", "sft.max_length": "160", **SHORT},
+    "packed-192-short-one-pad": {"sft.packing": "true", "sft.max_length": "192", "sft.pack_answer_length": "0",
+                                 **SHORT},
 }
 CANVAS = 64  # the demo's max_new_tokens
 
@@ -74,7 +77,8 @@ def rows_per_step(tok, variant: dict[str, Any], examples_per_step: int) -> int:
     system = None if variant.get("sft.system_prompt") == "null" else "You are a helpful assistant."
     recs = [parse_record(to_sft_record(t, prompt_format=fmt)) for t in generate_tasks(2000, "train", 0, ("easy",))]
     exs = encode_examples(recs, tok, system_prompt=system)
-    R, A = int(variant["sft.max_length"]), int(variant.get("sft.pack_answer_length", 0))
+    R = int(variant["sft.max_length"])
+    A = int(variant.get("sft.pack_answer_length", 1 + max(len(e.answer_ids) for e in exs)))
     exs = [e for e in exs if segment_length(e, A) <= R]
     data = PackedSFTRows(exs, R, tok.pad_token_id, "flexible", A, 0)
     return max(1, round(examples_per_step * len(data) / len(exs)))

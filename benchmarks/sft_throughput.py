@@ -55,17 +55,16 @@ class Variant:
     padding: str  # "flexible" / "fixed"
     prompt_format: str = "default"
     system_prompt: str | None = DEMO_SYSTEM
-    answer_length: int = 0  # packed: each example's answer region padded to at least this
+    answer_length: int | None = None  # packed: answer region padded to at least this (None: longest answer + 1)
 
 
 def default_variants() -> list[Variant]:
     return [
         Variant("unpacked, flexible (demo)", False, 160, "flexible"),
-        Variant("packed 192", True, 192, "flexible"),
         Variant("packed 256", True, 256, "flexible"),
-        Variant("packed 256, answer 32", True, 256, "flexible", answer_length=32),
+        Variant("packed 256, one pad target", True, 256, "flexible", answer_length=0),
         Variant("unpacked, short prompt", False, 160, "flexible", "short", None),
-        Variant("packed 192, short prompt", True, 192, "flexible", "short", None),
+        Variant("packed 160, short prompt", True, 160, "flexible", "short", None),
         Variant("packed 256, short prompt", True, 256, "flexible", "short", None),
     ]
 
@@ -160,10 +159,12 @@ class Runner:
         self.v = v
         recs = [parse_record(to_sft_record(t, prompt_format=v.prompt_format)) for t in tasks]
         exs = encode_examples(recs, tok, system_prompt=v.system_prompt)
-        ans = v.answer_length if v.packing else 0
+        ans = 0
+        if v.packing:  # as the training loop resolves sft.pack_answer_length
+            ans = v.answer_length if v.answer_length is not None else 1 + max(len(e.answer_ids) for e in exs)
         exs = [e for e in exs if segment_length(e, ans) <= v.max_length]
         if v.packing:
-            self.data = PackedSFTRows(exs, v.max_length, tok.pad_token_id, v.padding, v.answer_length, seed)
+            self.data = PackedSFTRows(exs, v.max_length, tok.pad_token_id, v.padding, ans, seed)
             self.rows = max(1, round(examples_per_step / (len(exs) / len(self.data))))
         else:
             self.data = SFTRows(exs, v.max_length, tok.pad_token_id, v.padding)

@@ -234,6 +234,13 @@ def test_packed_sft_trains_counts_examples_and_splits_micro_batches_exactly(tmp_
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     start = rows[0]
     assert start["data/packed_rows"] < start["data/train_examples"] and start["data/examples_per_row"] > 1
+    # sft.pack_answer_length unset: every answer region is as long as the longest answer plus one pad target
+    from diffucoder.data.sft import encode_examples
+    from diffucoder.tokenizer import load_tokenizer
+    from diffucoder.training.loop import _synthetic_records
+
+    exs = encode_examples(_synthetic_records(60, 0, ["easy"]), load_tokenizer(tokenizer_dir))
+    assert start["data/pack_answer_length"] == 1 + max(len(e.answer_ids) for e in exs)
     # a 256-token row holds several ~50-token examples: more examples than rows per step
     assert a.examples_seen > 3 * 4 and a.examples_seen == [r for r in rows if "loss" in r][-1]["examples_seen"]
     assert a.eval["masked_tokens"] > 0  # the held-out evaluation runs on unpacked rows

@@ -113,10 +113,12 @@ class SFTSection:
     position ids, its own noise level and masks, and a block-diagonal attention mask, so each is computed
     exactly as it would be alone; fewer pad tokens per example. ``optim.global_batch_size`` then counts packed
     rows; the held-out evaluation stays on unpacked rows (comparable with unpacked runs)."""
-    pack_answer_length: int = 0
+    pack_answer_length: int | None = None
     """With ``packing``: each example's answer region (answer, ``<|im_end|>``, pad targets) is padded to at least
-    this many tokens, always with at least one pad target: DiffuCoder's fixed-length padding, per example (the
-    generation length, e.g. 64, trains exactly the canvas the model decodes on). 0: one pad target."""
+    this many tokens, always with at least one pad target: DiffuCoder's fixed-length padding, per example, which
+    is how the model learns to end its answer (the generation length, e.g. 64, trains exactly the canvas the
+    model decodes on). None: the longest answer of the data plus one. Small values are a trap: with a single pad
+    target the model never sees a pad after a pad and fills the rest of a decoding canvas with code."""
     synthetic_prompt_format: Literal["default", "short"] = "default"
     """User message of the synthetic tasks (diffucoder.tasks.formats.PROMPT_FORMATS): "default" is the question
     and a format instruction; "short" the question alone (14 fewer tokens with the demo's tokenizer; pair it
@@ -286,7 +288,7 @@ class TrainConfig:
         need(0 <= self.data.heldout_fraction < 1, "data.heldout_fraction must be in [0, 1)")
         need(0 <= self.sft.heldout_fraction < 1, "sft.heldout_fraction must be in [0, 1)")
         need(self.sft.max_length >= 2, f"sft.max_length must be >= 2, got {self.sft.max_length}")
-        need(self.sft.pack_answer_length >= 0,
+        need(self.sft.pack_answer_length is None or self.sft.pack_answer_length >= 0,
              f"sft.pack_answer_length must be >= 0, got {self.sft.pack_answer_length}")
         need(self.data.separator in ("eos", "none"), f"data.separator must be 'eos' or 'none', got "
              f"{self.data.separator!r}")

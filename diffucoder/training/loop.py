@@ -160,7 +160,7 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
 
         if cfg.sft.packing:
             train = PackedSFTRows([SFTExample(*e) for e in payload["train"]], cfg.sft.max_length, tok.pad_token_id,
-                                  cfg.sft.padding, cfg.sft.pack_answer_length, cfg.seed)
+                                  cfg.sft.padding, payload["answer_length"], cfg.seed)
         else:
             train = rows(payload["train"])
         held = rows(payload["heldout"]) if payload["heldout"] else None  # unpacked either way: comparable runs
@@ -218,7 +218,11 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
     if not records:
         raise ConfigError("task 'sft' has no examples: set sft.files or sft.synthetic_tasks (or pass sft_records)")
     examples = encode_examples(records, tok, system_prompt=cfg.sft.system_prompt)
-    answer_length = cfg.sft.pack_answer_length if cfg.sft.packing else 0
+    answer_length = 0
+    if cfg.sft.packing:
+        answer_length = cfg.sft.pack_answer_length
+        if answer_length is None:  # the longest answer (of those that fit at all) plus one pad target
+            answer_length = 1 + max((len(e.answer_ids) for e in examples if fits(e, cfg.sft.max_length)), default=0)
     kept = [(r, e) for r, e in zip(records, examples) if fits(e, cfg.sft.max_length, answer_length)]
     dropped = len(examples) - len(kept)
     if not kept:
@@ -231,7 +235,9 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
         train, held = held, []
     desc = {"examples": len(records), "dropped_too_long": dropped, "train_examples": len(train),
             "heldout_examples": len(held), "max_length": cfg.sft.max_length, "padding": cfg.sft.padding}
-    return {"train": train, "heldout": held, "description": desc}
+    if cfg.sft.packing:
+        desc["pack_answer_length"] = answer_length
+    return {"train": train, "heldout": held, "description": desc, "answer_length": answer_length}
 
 
 def _synthetic_records(n: int, seed: int, tiers: Sequence[str], prompt_format: str = "default") -> list:
