@@ -58,6 +58,7 @@ class TrainResult:
     unigram_baseline: float | None = None  # held-out masked-token CE of the training unigram model (nats)
     elapsed_s: float = 0.0
     resumed_from: int | None = None  # step of the checkpoint the run resumed from
+    stopped_by_time: bool = False  # optim.max_minutes ended the run before optim.steps
 
 
 class DiffusionObjective(nn.Module):
@@ -748,7 +749,8 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                        examples_seen=examples_seen,
                        final_loss=last_loss, eval=last_eval, eval_history=eval_history, unigram_baseline=unigram,
                        elapsed_s=time.time() - t_start,
-                       resumed_from=start_step if ckpt_path is not None else None)
+                       resumed_from=start_step if ckpt_path is not None else None,
+                       stopped_by_time=bool(time_up))
 
 
 def _save(run_dir: Path, step: int, objective: nn.Module, optimizer, scheduler, info: D.DistInfo,
