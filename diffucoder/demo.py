@@ -65,14 +65,14 @@ class DemoSettings:
     sft_padding: Literal["fixed", "flexible"] = "flexible"
     """SFT row padding (sft.padding): "flexible" pads to the batch's longest row (fewer pad targets, about a
     third less compute per step than fixed 160-token rows); "fixed" is DiffuCoder's."""
-    sft_packing: bool = False
+    sft_packing: bool = True
     """Pack several SFT examples into each row of ``sft_pack_length`` tokens (block-diagonal attention, each
     example its own positions, noise level and mask: computed exactly as alone); ``sft_batch`` then counts rows."""
     sft_pack_length: int = 256
-    prompt_format: Literal["default", "short"] = "default"
+    prompt_format: Literal["default", "short"] = "short"
     """User message of every synthetic task the demo trains, evaluates, analyses and rewards: "default" (the
     question, then the answer-format instruction) or "short" (the question only)."""
-    system_prompt: str | None = "You are a helpful assistant."
+    system_prompt: str | None = None
     """System turn of every chat prompt (None: no system turn; with "short" prompts about 30 fewer tokens an
     example than the default format, so SFT sees ~1.7x the examples a second)."""
     sft_lr: float = 2e-3
@@ -87,13 +87,13 @@ class DemoSettings:
     max_new_tokens: int = 64
     eval_steps: int = 32
     """Decoding steps for evaluation (max_new_tokens / eval_steps tokens per step; unused with a threshold)."""
-    eval_block_length: int | None = None
+    eval_block_length: int | None = 16
     """Semi-AR decoding blocks for evaluation and RL rollouts (None: one block)."""
-    eval_threshold: float | None = None
+    eval_threshold: float | None = 0.9
     """Parallel decoding threshold for evaluation and RL rollouts (None: ``eval_steps`` steps)."""
-    eval_use_cache: Literal["prefix", "dual"] | None = None
+    eval_use_cache: Literal["prefix", "dual"] | None = "dual"
     """KV cache for evaluation and RL rollouts (with ``eval_block_length``)."""
-    eval_early_stop: bool = False
+    eval_early_stop: bool = True
     """Stop decoding once every answer has ended (the text is unchanged)."""
     eval_top_k: int | None = None
     """Top-k of evaluation and rollout decoding (None: off; 50 is what the reference inherits)."""
@@ -146,13 +146,13 @@ class DemoSettings:
                              f"special tokens), got {self.vocab_size}")
 
 
-QUICK = DemoSettings()
+QUICK = DemoSettings(sft_batch=4)
 FULL = DemoSettings(
     vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
-    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=3600, sft_batch=16, sft_tasks=25000,
-    eval_tasks_per_tier=30, eval_samples=4, eval_steps=32, analysis_prompts=8,
+    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=1600, sft_batch=8, sft_tasks=25000,
+    eval_tasks_per_tier=100, eval_samples=2, eval_steps=32, analysis_prompts=8,
     analysis_temperatures=(0.2, 0.6, 1.0, 1.2), rl_steps=16, rl_prompts_per_step=2, rl_num_generations=4,
-    stage_minutes_cap=25.0,
+    stage_minutes_cap=20.0,
 )
 
 
