@@ -63,7 +63,8 @@ class Task:
 
     def job(self, solution: str, timeout_s: float | None = None, memory_mb: int | None = None) -> Job:
         return Job(solution, self.tests, timeout_s if timeout_s is not None else self.timeout_s, memory_mb,
-                   self.setup, self.data, self.data_key if self.data else None, self.test_time_limits)
+                   self.setup, self.data, self.data_key if self.data else None, self.test_time_limits,
+                   (self.entry_point,) if self.entry_point else ())
 
     @property
     def reference_program(self) -> str:
@@ -129,8 +130,22 @@ def load_humaneval_dataset(path: str | Path | None = None) -> Dataset:
         _require(row, ("task_id", "prompt", "entry_point", "canonical_solution", "test"), str(path))
         test = row["test"] + f"\n\ncheck({row['entry_point']})\n"
         tasks.append(Task(row["task_id"], row["prompt"], row["entry_point"], row["canonical_solution"], [test],
-                          kind="humaneval"))
+                          setup=_prompt_helpers(row["prompt"], row["entry_point"]), kind="humaneval"))
     return Dataset("humaneval", tasks, str(path), file_sha256(path))
+
+
+def _prompt_helpers(prompt: str, entry_point: str) -> str:
+    """The prompt minus the entry point's stub: its imports and helper functions (``poly``, ``encode_shift``, ...),
+    run as trusted test setup so that ``check`` uses the dataset's helpers, not versions the program redefined."""
+    import ast
+
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return ""
+    stub = (ast.FunctionDef, ast.AsyncFunctionDef)
+    body = [n for n in tree.body if not (isinstance(n, stub) and n.name == entry_point)]
+    return ast.unparse(ast.Module(body, [])) if body else ""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,7 +168,7 @@ def __dc_digit_distance__(a, b):
 def __dc_check__(i, fn):
     """EvalPlus's differential check of input i, with type-strict equality."""
     inp = __inputs__[i]
-    out = fn(*inp)
+    out = __dc_call__(fn, inp)  # the program's changes to its arguments are not written back into the inputs
     exp = __expected__[i]
     atol = __atols__[i]
     entry = __entry__

@@ -365,6 +365,7 @@ def child(spec: dict, fds: tuple[int, int, int, int]) -> None:
         _confine.set_limits(int(lim["memory_mb"]) << 20, float(lim["cpu_s"]), int(lim["file_mb"]) << 20,
                             int(lim["open_files"]), int(lim["processes"]) if uid is not None else None)
         _confine.drop_to(uid, gid)
+        _confine.prctl(_confine.PR_SET_DUMPABLE, 1)  # its own /proc entries are its own (nothing here is secret)
         if spec.get("no_fork") and not _confine.install_no_fork():
             raise OSError("could not install the no-fork filter")
         workdir = spec["workdir"]  # the environment was scrubbed once by the program zygote (HOME=TMPDIR=workdir)

@@ -566,6 +566,15 @@ def free_names(code) -> set[str]:
     return out
 
 
+def attribute_bases(src: str) -> set[str]:
+    """Names whose attributes a test reads (``math`` in ``math.isclose(...)``): where such a name is also a
+    standard-library module, the test means the module."""
+    import ast
+
+    return {n.value.id for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name)}
+
+
 def import_std(name: str):
     """A standard-library module of this process by (dotted) name, or None."""
     parts = name.split(".")
@@ -602,14 +611,16 @@ def wanted_names(names: set[str], data: dict, entry_points) -> list[str]:
                   and (n in entry_points or n not in _BUILTINS))
 
 
-def bind_program_names(entries, base: dict, wanted: list[str], entry_points: frozenset) -> None:
-    """Bind the names the program defines. Standard-library module names always mean this process's own
-    (trusted) modules, unless the name is one of the job's entry points; built-ins were never asked for."""
+def bind_program_names(entries, base: dict, wanted: list[str], entry_points: frozenset,
+                       module_like: set[str]) -> None:
+    """Bind the names the program defines. A name the tests use like a module (``math.isclose``) that is a
+    standard-library module name means this process's own module, whatever the program bound to it; a module the
+    program imported is re-imported here by name; built-ins were never asked for."""
     allowed = set(wanted)
     for name, kind, value in entries:
         if name not in allowed:
             continue
-        if name not in entry_points and name in _STDLIB:
+        if name not in entry_points and name in _STDLIB and name in module_like:
             mod = import_std(name)
             if mod is not None:
                 base[name] = mod
@@ -624,8 +635,12 @@ def bind_program_names(entries, base: dict, wanted: list[str], entry_points: fro
 
 def run(job: dict, link: Link, record: Records) -> None:
     ready, entries = link.wait_ready()
+    try:
+        link.cpu()  # learn the program's pid now (and enter the work directory)
+    except Broken:
+        pass
     record(k="load", **ready)
-    codes, setup_code, names = job["compiled"]
+    codes, setup_code, names, module_like = job["compiled"]
     if not ready["ok"]:
         record(k="done", n=len(codes))
         return
@@ -633,7 +648,7 @@ def run(job: dict, link: Link, record: Records) -> None:
     base.update(HELPERS)
     base.update(job.get("data") or {})
     entry = frozenset(job.get("entry_points") or ())
-    bind_program_names(entries, base, job["wanted"], entry)
+    bind_program_names(entries, base, job["wanted"], entry, module_like)
     if setup_code is not None:
         before = link.requests
         try:
@@ -708,7 +723,10 @@ def ignore_signals() -> None:
 
 
 def run_here(job: dict, link: Link) -> Records:
-    """Run one job's tests in this process (the supervisor) against the program behind ``link``."""
+    """Run one job's tests in this process (the supervisor) against the program behind ``link``.
+
+    A SIGALRM at the job's deadline interrupts what the link's own deadlines cannot: a test blocked in a system
+    call (e.g. opening a FIFO the program left in the work directory) or looping over the program's answers."""
     import io
 
     global _link
@@ -717,11 +735,27 @@ def run_here(job: dict, link: Link) -> Records:
     saved = sys.stdout, sys.stderr, sys.stdin, sys.getrecursionlimit()
     sys.stdout, sys.stderr, sys.stdin = _Sink(), _Sink(), io.StringIO("")
     sys.setrecursionlimit(max(saved[3], 4000))  # deeply nested answers decode and compare
+    armed = [True]
+
+    def on_alarm(signum, frame):
+        if armed[0]:
+            if link.broken is None:
+                link.broken, link.broken_kind = "time limit exceeded", "timeout"
+            raise Broken(link.broken)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(0.01, link.deadline + 0.25 - time.monotonic()))
     try:
         run(job, link, record)
+    except Broken:
+        record(k="broken", kind=link.broken_kind, err=link.broken)
+        record(k="done", n=len(job["compiled"][0]))
     except BaseException:  # a bug of ours or of the dataset's tests: never a verdict
         record(k="crash", err=traceback.format_exc()[-1500:])
     finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
         sys.stdout, sys.stderr, sys.stdin = saved[:3]
         sys.setrecursionlimit(saved[3])
         _link = None

@@ -101,7 +101,16 @@ class Encoder:
 
     def dumps(self, value) -> bytes:
         self.plain = True
-        obj = self.enc(value, 0)
+        limit = sys.getrecursionlimit()
+        if limit < 4 * MAX_DEPTH + 500:  # three Python frames per level (pure-Python calls: no C stack used)
+            sys.setrecursionlimit(4 * MAX_DEPTH + 500)
+        try:
+            obj = self.enc(value, 0)
+        except RecursionError:
+            raise WireError(f"data nested deeper than {MAX_DEPTH} levels") from None
+        finally:
+            if limit < 4 * MAX_DEPTH + 500:
+                sys.setrecursionlimit(limit)
         try:
             return json.dumps(obj, ensure_ascii=True, check_circular=False, separators=(",", ":")).encode("ascii")
         except (ValueError, TypeError, RecursionError) as e:
@@ -282,8 +291,14 @@ def decoder(*, handle=None, callback=None, builtin=None):
         need(_type(v) is _int)
         return v
 
+    def spread(keys):
+        # a set or dict whose keys share one hash (ints congruent mod 2**61 - 1) would take quadratic time to build
+        if _len(keys) > 512 and _len(_set(map(hash, keys))) * 4 < _len(keys):
+            raise WireError("too many hash collisions")
+
     def pairs_dict(v, cls=dict):
         need(_type(v) is lst and _len(v) % 2 == 0)
+        spread(v[::2])
         it = iter(v)
         return cls(zip(it, it))
 
@@ -359,9 +374,11 @@ def decoder(*, handle=None, callback=None, builtin=None):
             return pairs_dict(v)
         if tag == "s":
             need(_type(v) is lst)
+            spread(v)
             return _set(v)
         if tag == "f":
             need(_type(v) is lst)
+            spread(v)
             return fset(v)
         if tag == "i":
             need(_type(v) is _str and 0 < _len(v) and v.lstrip("-").isalnum())

@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import pickle
+import resource
 import select
 import shutil
 import signal
@@ -51,8 +52,11 @@ def _read_exact(fd, n):
     return buf
 
 
+_TOKEN = ""  # a secret shared with the host (sent on stdin, never on the command line): it tags every result
+
+
 def _send_json(fd, obj):
-    data = json.dumps(obj).encode()
+    data = json.dumps({**obj, "token": _TOKEN}).encode()
     os.write(fd, _FRAME.pack(len(data)))
     view = memoryview(data)
     while view:
@@ -215,10 +219,15 @@ def _program_zygote(sock: socket.socket, no_fork: bool, workdir: str) -> None:
             os.close(fd)
         ctl.send(["started", pid])
         try:
-            ctl.recv()  # ["kill"]: the job is over
+            msg, _ = ctl.recv()  # ["kill", grace]: the job is over
         except (EOFError, OSError):
             os.kill(pid, signal.SIGKILL)
             os._exit(0)
+        grace = float(msg[1]) if len(msg) > 1 else 0.0
+        if grace > 0:  # the program's channel closed: give its exit a moment to complete, to report how it ended
+            pidfd = os.pidfd_open(pid)
+            select.select([pidfd], [], [], grace)
+            os.close(pidfd)
         try:
             early = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except ChildProcessError:
@@ -263,7 +272,7 @@ def _compile(src, filename):
     hit = _TEST_CACHE.get((filename[:6], src))
     if hit is None:
         code = compile(src, filename, "exec")
-        hit = (code, _testside.free_names(code))
+        hit = (code, _testside.free_names(code), _testside.attribute_bases(src))
         if len(_TEST_CACHE) > 5000:
             _TEST_CACHE.clear()
         _TEST_CACHE[(filename[:6], src)] = hit
@@ -274,13 +283,14 @@ def _compile_job(job):
     try:
         compiled = [_compile(t, f"<test {i}>") for i, t in enumerate(job["tests"])]
         setup = job.get("setup")
-        setup_code, setup_names = _compile(setup, "<test setup>") if setup else (None, set())
+        setup_code, setup_names, setup_attrs = _compile(setup, "<test setup>") if setup else (None, set(), set())
     except (SyntaxError, ValueError) as e:
         return f"test does not compile: {e}"
-    names = set(setup_names)
-    for _, n in compiled:
+    names, module_like = set(setup_names), set(setup_attrs)
+    for _, n, a in compiled:
         names |= n
-    return [c for c, _ in compiled], setup_code, names
+        module_like |= a
+    return [c for c, _, _ in compiled], setup_code, names, module_like
 
 
 def _finish_previous(state):
@@ -309,6 +319,7 @@ class _Job:
                 msg, _ = self.pz.recv(timeout=30)
                 if msg[0] == "started":
                     self.pid = int(msg[1])
+                    os.chdir(self.state["workdir"])  # created by the program zygote before it forked
             except (TimeoutError, EOFError, OSError, ValueError, IndexError, TypeError):
                 return None
         return self.pid
@@ -322,7 +333,7 @@ def run_job(job, state):
     if isinstance(compiled, str):
         return _summarize([{"k": "test_error", "err": compiled}, {"k": "done"}], n_tests, False, _EMPTY_P, 0.0,
                           _Tail(1), _Tail(1))
-    codes, setup_code, names = compiled
+    codes, setup_code, names, module_like = compiled
     data = job.get("data") or {}
     entry = job.get("entry_points") or ()
     wanted = _testside.wanted_names(names, data, entry)
@@ -351,13 +362,18 @@ def run_job(job, state):
     side = {out_r: drain, err_r: drain}
     cap = min(int(limits["memory_mb"]), 1024) << 20
     link = _testside.Link(req_w, rep_r, cap, deadline, this.program_pid, side)
-    tjob = {"compiled": (codes, setup_code, names), "wanted": wanted, "data": data, "entry_points": entry,
+    tjob = {"compiled": (codes, setup_code, names, module_like), "wanted": wanted, "data": data, "entry_points": entry,
             "test_time_limits": job.get("test_time_limits"), "wall_factor": job.get("wall_factor", 10.0)}
+    # the tests' memory and files are bounded for this job (soft limits, raised again afterwards)
+    limits_before = [(r, resource.getrlimit(r)) for r in (resource.RLIMIT_AS, resource.RLIMIT_FSIZE)]
+    for r, (soft, hard) in limits_before:
+        want = _confine.vm_bytes() + 3 * cap + (512 << 20) if r == resource.RLIMIT_AS else int(limits["file_mb"]) << 20
+        resource.setrlimit(r, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
     try:
-        os.chdir(state["workdir"])  # created by the program zygote before it forked the program
-    except OSError:
-        pass
-    recs = _testside.run_here(tjob, link)
+        recs = _testside.run_here(tjob, link)
+    finally:
+        for r, lim in limits_before:
+            resource.setrlimit(r, lim)
     wall_s = time.monotonic() - t_start
     os.close(req_w)
     os.close(rep_r)
@@ -371,12 +387,12 @@ def run_job(job, state):
         os.close(ppidfd)
     except ProcessLookupError:
         early = True
-    pz.send(["kill"])
+    early = early or link.broken_kind == "died" or any(r.get("kind") == "died" for r in recs)
+    pz.send(["kill", 0.5 if early else 0.0])
     if early or not state["no_fork"]:
         # why it ended matters (crashed, killed by a signal), or leftovers must be accounted for: wait for the report
         msg, _ = pz.recv(timeout=10)
         pinfo = msg[1]
-        pinfo["early"] = early
         _drain(outputs)
     else:
         # the usual case: the program was alive when the tests finished. It cannot have children, so one SIGKILL
@@ -461,7 +477,9 @@ def _readable_as(uid, gid):
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def main(cfg):
+def main(cfg, token=""):
+    global _TOKEN
+    _TOKEN = token
     ctrl_in, ctrl_out = os.dup(0), os.dup(1)
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)

@@ -266,22 +266,26 @@ for pkg in ("diffucoder", "diffucoder.execution"):  # cannot break the server th
     m = types.ModuleType(pkg)
     m.__path__ = []
     sys.modules[pkg] = m
-for name, src in bundle:
+for name, src in bundle["modules"]:
     m = types.ModuleType(name)
     m.__file__ = "<sandbox " + name + ">"
     m.__dict__["__builtins__"] = own
     sys.modules[name] = m
     setattr(sys.modules["diffucoder.execution"], name.rsplit(".", 1)[1], m)
     exec(compile(src, m.__file__, "exec"), m.__dict__)
-sys.modules["diffucoder.execution._zygote"].main(json.loads(sys.argv[1]))
+sys.modules["diffucoder.execution._zygote"].main(json.loads(sys.argv[1]), bundle["token"])
 """
 _FRAME = struct.Struct("<I")
 
 
 @lru_cache(maxsize=1)
-def _bundle() -> bytes:
+def _sources() -> list[tuple[str, str]]:
     here = Path(__file__).parent
-    body = json.dumps([(f"diffucoder.execution.{m}", (here / f"{m}.py").read_text()) for m in _MODULES]).encode()
+    return [(f"diffucoder.execution.{m}", (here / f"{m}.py").read_text()) for m in _MODULES]
+
+
+def _bundle(token: str) -> bytes:
+    body = json.dumps({"modules": _sources(), "token": token}).encode()
     return _FRAME.pack(len(body)) + body
 
 
@@ -320,8 +324,9 @@ class _Worker:
                                      env=env, cwd="/", start_new_session=True, close_fds=True)
         self._stderr = b""
         threading.Thread(target=self._drain_stderr, args=(self.proc,), daemon=True).start()
+        self.token = os.urandom(16).hex()  # tags the worker's answers: bytes from anywhere else are not results
         try:
-            self.proc.stdin.write(_bundle())
+            self.proc.stdin.write(_bundle(self.token))
             self.proc.stdin.flush()
         except OSError:
             pass
@@ -349,7 +354,13 @@ class _Worker:
         if need > 64 << 20:
             return None
         body = self._read(fd, need, deadline)
-        return None if body is None else json.loads(body)
+        if body is None:
+            return None
+        try:
+            out = json.loads(body)
+        except ValueError:
+            return None
+        return out if isinstance(out, dict) and out.pop("token", None) == self.token else None
 
     @staticmethod
     def _read(fd: int, n: int, deadline: float) -> bytearray | None:
