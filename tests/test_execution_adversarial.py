@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from diffucoder.execution import Job, SandboxConfig, SandboxPool, isolation_level
+from diffucoder.execution import Job, SandboxConfig, SandboxPool, _confine, isolation_level
 
 NAMESPACES = isolation_level() == "namespaces"
 needs_ns = pytest.mark.skipif(not NAMESPACES, reason="needs bubblewrap namespaces")
@@ -257,6 +257,7 @@ def test_gradual_memory_growth_is_stopped(pool):
 # The program cannot create processes at all (so its process is its whole tree for the CPU and memory limits);
 # the fork bomb below used to be bounded by RLIMIT_NPROC, now its first fork fails.
 
+@pytest.mark.skipif(not _confine.no_fork_available(), reason="seccomp filters are unavailable here")
 def test_fork_bomb_gets_no_process(pool):
     prog = src("""
         import os
@@ -296,6 +297,7 @@ def test_thread_storm_is_contained(pool):
 
 # 11. orphans -------------------------------------------------------------------------------------------------
 
+@pytest.mark.skipif(not _confine.no_fork_available(), reason="seccomp filters are unavailable here")
 def test_daemonising_is_refused_and_nothing_survives(pool):
     prog = src("""
         import os, time
@@ -595,7 +597,8 @@ def test_rlimits_fallback_still_judges_and_cleans_up():
         assert p.isolation == "rlimits"
         assert p.run_tests(GOOD, ["assert add(1, 2) == 3"]).passed
         assert not p.run_tests(GOOD + "import sys\nsys.exit(0)\n", ["assert add(1, 2) == 3"]).passed
-        prog = "import threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()\nwhile True:\n    pass\n"
+        prog = ("import threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()\n"
+                "while True:\n    pass\n")
         assert p.run_tests(prog, ["assert True"], timeout_s=0.5).status == "timeout"
         bomb = src("""
             import os, time

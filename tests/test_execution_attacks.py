@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from diffucoder.execution import Job, SandboxConfig, SandboxPool, isolation_level
+from diffucoder.execution import Job, SandboxConfig, SandboxPool, _confine
 
 ROOT = os.geteuid() == 0
-NAMESPACES = isolation_level() == "namespaces"
+needs_no_fork = pytest.mark.skipif(not _confine.no_fork_available(), reason="seccomp filters are unavailable here")
 
 
 def src(s: str) -> str:
@@ -43,7 +43,8 @@ SEARCH = src("""
         hits = set()
         for o in gc.get_objects():
             try:
-                for s in ([o] if isinstance(o, (str, bytes)) else list(o) if isinstance(o, (list, tuple, dict)) else []):
+                items = [o] if isinstance(o, (str, bytes)) else list(o) if isinstance(o, (list, tuple, dict)) else []
+                for s in items:
                     b = s.encode() if isinstance(s, str) else s
                     if isinstance(b, bytes):
                         hits |= set(re.findall(pat, b))
@@ -260,7 +261,8 @@ def test_patched_and_hijacked_modules_stay_in_the_program(pool):
     tests = ["assert math.isclose(f(1), 0.5)", "assert math.sqrt(f(4)) == 2.0",
              "import json\nassert json.loads(f('x')) == {'a': 1}", "assert statistics.mean(f([1, 4])) == 2.5",
              "import statistics\nassert statistics.mean(f([1, 4])) == 2.5", "assert operator.eq(f(1), 7)",
-             "import fractions\nassert fractions.Fraction(f(1)) == 3", "import random\nassert random.choice([f(1)]) == 2",
+             "import fractions\nassert fractions.Fraction(f(1)) == 3",
+             "import random\nassert random.choice([f(1)]) == 2",
              "import copy\nassert copy.deepcopy(f(1)) == 9"]
     fails(pool.run(Job(prog, tests)))
 
@@ -380,6 +382,7 @@ def test_lying_float_arithmetic_does_not_pass_closeness_checks(pool):
 
 # 10. dodging CPU limits in a forked child ---------------------------------------------------------------------
 
+@needs_no_fork
 def test_no_way_to_start_a_process(pool):
     prog = src("""
         import ctypes, os, subprocess, multiprocessing
@@ -567,6 +570,7 @@ def test_signals_sent_to_every_process_do_not_change_verdicts(pool):
     assert pool.run(Job("def f():\n    return 1\n", ["assert f() == 1"])).passed
 
 
+@needs_no_fork
 def test_traps_in_the_work_directory(pool):
     prog = src("""
         import os

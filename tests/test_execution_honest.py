@@ -423,7 +423,8 @@ CASES: list[tuple[str, str, list[str], dict]] = [
            "assert sort_by(['bb', 'a', 'ccc'], key=len) == ['a', 'bb', 'ccc']",
            "assert sort_by([(1, 'b'), (0, 'a')], key=lambda t: t[1], reverse=True) == [(1, 'b'), (0, 'a')]",
            "assert compose(str.upper, str.strip)('  hi ') == 'HI'", "assert make(dict) == {} and make(list) == []",
-           "calls = []\ndef log(x):\n    calls.append(x)\n    return x\nassert apply_all([log], 5) == [5] and calls == [5]"],
+           "calls = []\ndef log(x):\n    calls.append(x)\n    return x\n"
+           "assert apply_all([log], 5) == [5] and calls == [5]"],
      {}),
     ("classes_used_by_tests", src("""
         class Solution:

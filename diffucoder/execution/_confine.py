@@ -86,8 +86,15 @@ def _filter() -> bytes | None:
 _FILTER = _filter()
 
 
+_AVAILABLE: bool | None = None
+
+
 def no_fork_available() -> bool:
-    return _FILTER is not None and _prctl is not None and _probe_no_fork()
+    """Whether the no-fork filter can be installed here (probed once, in a child)."""
+    global _AVAILABLE
+    if _AVAILABLE is None:
+        _AVAILABLE = _FILTER is not None and _prctl is not None and _probe_no_fork()
+    return _AVAILABLE
 
 
 def _probe_no_fork() -> bool:
@@ -104,16 +111,7 @@ def _probe_no_fork() -> bool:
             os._exit(0)
         os._exit(2)
     _, status = os.waitpid(pid, 0)
-    _reap_any()
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
-def _reap_any() -> None:
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
 
 
 _PROG = None

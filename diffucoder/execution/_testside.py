@@ -1,9 +1,9 @@
-"""The test process: runs the trusted tests with the program's names bound to references into its process.
+"""The test side: runs the trusted tests with the program's names bound to references into its process.
 
-Standard library only; runs inside the sandbox (see ``_zygote``), forked from the zygote that holds the tests and
-data, under its own unprivileged uid (when we are root), non-dumpable, ignoring catchable signals, unable to fork.
-It never executes a line of the program: every name the tests take from the program is a ``RemoteObject`` whose
-use becomes a request to the program's process (``_program``), and every answer arrives as plain data (``_wire``).
+Standard library only; runs inside the sandbox, in the worker's supervisor (see ``_zygote``): its own
+unprivileged uid (when we are root), non-dumpable, ignoring catchable signals, unable to fork. It never executes
+a line of the program: every name the tests take from the program is a ``RemoteObject`` whose use becomes a
+request to the program's process (``_program``), and every answer arrives as plain data (``_wire``).
 
 What a test can do with the program's objects (and what it cannot):
 
@@ -31,6 +31,7 @@ import builtins
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -251,6 +252,7 @@ class Link:
         self.memory = False
         self.callbacks: list = []
         self._cb_ids: dict[int, int] = {}
+        self._lock = threading.RLock()  # tests that call the program from several threads take turns
         self.dec = _wire.decoder(handle=RemoteObject, builtin=_safe_builtin)
 
     # -- time ---------------------------------------------------------------------------------------------------
@@ -302,6 +304,10 @@ class Link:
             self.break_("protocol", "the program sent a malformed message")
 
     def exchange(self, header: list, segs: list[bytes]) -> tuple[list, list]:
+        with self._lock:
+            return self._exchange(header, segs)
+
+    def _exchange(self, header: list, segs: list[bytes]) -> tuple[list, list]:
         if self.broken is not None:
             raise Broken(self.broken)
         self.requests += 1
@@ -649,6 +655,9 @@ def run(job: dict, link: Link, record: Records) -> None:
     base.update(job.get("data") or {})
     entry = frozenset(job.get("entry_points") or ())
     bind_program_names(entries, base, job["wanted"], entry, module_like)
+    # an entry point named like a built-in or a module is bound in each test's namespace only: the trusted setup's
+    # helpers (their globals are `base`) keep meaning Python's `sum`
+    shadowing = {n: base.pop(n) for n in list(base) if n in entry and (n in _BUILTINS or n in _STDLIB)}
     if setup_code is not None:
         before = link.requests
         try:
@@ -666,6 +675,7 @@ def run(job: dict, link: Link, record: Records) -> None:
         if link.broken is not None:
             break
         g = dict(base)
+        g.update(shadowing)
         link.begin_test(None if limits is None else float(limits[i]), factor)
         c0, t0 = link.cpu0, time.perf_counter()
         try:

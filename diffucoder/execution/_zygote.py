@@ -1,24 +1,25 @@
-"""The sandbox worker: a supervisor, a program zygote, and per job a program process and a test process.
+"""The sandbox worker: a supervisor that runs the tests, and a program zygote that forks a process per program.
 
-This module is NOT imported by the host. The host starts a bare interpreter (``python -I -S -B -c`` with ``sandbox._BOOTSTRAP``),
-inside bubblewrap when available, and sends it the sources of ``_wire``, ``_confine``, ``_program``,
-``_testside`` and this module as the first frame on its stdin; after that, stdin/stdout carry length-prefixed
-frames: the host sends a pickled job (the host is trusted), the worker answers with JSON (the worker's sandbox
-also holds untrusted code, so the host never unpickles what it sends back).
+This module is NOT imported by the host. The host starts a bare interpreter (``python -I -S -B -c`` with
+``sandbox._BOOTSTRAP``), inside bubblewrap when available, and sends it the sources of ``_wire``, ``_confine``,
+``_program``, ``_testside`` and this module (and a secret token) as the first frame on its stdin; after that,
+stdin/stdout carry length-prefixed frames: the host sends a pickled job (the host is trusted), the worker answers
+with JSON tagged with the token (the worker's sandbox also holds untrusted code, so the host never unpickles what
+it sends back, and ignores answers without the token).
 
-Processes of one worker (all inside one bubblewrap sandbox; "uid" only when the host is root):
+Processes of one worker (all in one bubblewrap sandbox; distinct uids only when the host is root):
 
-    supervisor (root)        holds the tests, the data and the compiled-test cache; talks to the host
-    +- program zygote (root) forked at start-up, before any job: it has never seen a test or an expected value
-    |  +- program process    per job: uid P, rlimits, no child processes; loads the program, answers calls
-    +- test process          per job: uid T, non-dumpable, no child processes; runs the tests, sends records
+    supervisor (uid T)        holds the tests, the data, the compiled-test cache; runs the tests; non-dumpable,
+                              ignores catchable signals, cannot create processes once the zygote is forked
+    +- program zygote (root)  forked at start-up, before any job: it has never held a test or an expected value
+       +- program (uid P)     per job: rlimits, new session, descriptors 0-4, no child processes, no links
 
-Per job the supervisor creates the channel (two pipes) and the program's stdout/stderr pipes, hands the program's
-ends to the program zygote (SCM_RIGHTS) which forks the program process, then forks the test process with the
-other ends. It keeps a capped tail of the program's output, enforces the job's wall-clock deadline, and
-afterwards has the program zygote kill and reap the program (it cannot have children; without seccomp, every
-process of uid P / every descendant is killed), kills the test process, deletes the work directory and reports.
-The verdict is built from the test process's records only.
+Per job the supervisor creates the channel (two pipes) and the program's stdout/stderr pipes and hands the
+program's ends to the program zygote (SCM_RIGHTS), which makes a fresh work directory and forks the program. The
+supervisor runs the tests (``_testside``) while keeping a capped tail of the program's output; when they are done
+the program zygote kills and reaps the program (it cannot have children; where seccomp is unavailable every
+descendant and every process of uid P is killed) and deletes the work directory. The verdict is built from the
+supervisor's test records only.
 """
 
 import gc
@@ -34,7 +35,7 @@ import struct
 import sys
 import time
 
-from diffucoder.execution import _confine, _program, _testside, _wire
+from diffucoder.execution import _confine, _program, _testside
 
 
 _FRAME = struct.Struct("<I")

@@ -1,6 +1,8 @@
 """Host side of the sandbox: isolation detection, sandboxed workers, the bounded pool and ``run_tests``.
 
-See the package docstring (``diffucoder.execution``) for what is protected against and what is not.
+See the package docstring (``diffucoder.execution``) for the design and what is protected against and what is
+not; ``_zygote`` for the worker's processes, ``_program`` / ``_testside`` for the two ends of the channel and
+``_wire`` for the plain-data codec.
 """
 
 from __future__ import annotations
