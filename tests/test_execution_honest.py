@@ -567,6 +567,38 @@ CASES: list[tuple[str, str, list[str], dict]] = [
            "assert big() == 2 ** 200 + 1", "assert type(mix()[2]) is bool and type(mix()[0]) is int"], {}),
 ]
 
+CASES += [
+    ("returns_functions", src("""
+        import functools
+        def make_adder(n):
+            return lambda x: x + n
+        def memo(f):
+            cache = {}
+            @functools.wraps(f)
+            def inner(x):
+                if x not in cache:
+                    cache[x] = f(x)
+                return cache[x]
+            return inner
+        @memo
+        def square(x):
+            return x * x
+    """), ["assert make_adder(2)(3) == 5", "assert memo(abs)(-4) == 4 and square(5) == 25",
+           "assert list(map(make_adder(1), [1, 2])) == [2, 3]"], {}),
+    ("lazy_iterators", src("""
+        def evens(xs):
+            return filter(lambda x: x % 2 == 0, xs)
+        def pairs(a, b):
+            return zip(a, b)
+        def doubled(xs):
+            return map(lambda x: 2 * x, xs)
+        def rev(xs):
+            return reversed(xs)
+    """), ["assert list(evens(range(6))) == [0, 2, 4]", "assert dict(pairs('ab', [1, 2])) == {'a': 1, 'b': 2}",
+           "assert sorted(doubled([3, 1])) == [2, 6]", "assert list(rev([1, 2, 3])) == [3, 2, 1]",
+           "assert sum(doubled([1, 2])) == 6", "assert 4 in doubled([1, 2])"], {}),
+]
+
 assert len(CASES) >= 40
 
 

