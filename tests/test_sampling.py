@@ -110,10 +110,11 @@ def test_left_padded_batch_equals_one_by_one(alg, shift):
     for i, r in enumerate(rows):
         batch[i, P - len(r):] = r
         am[i, P - len(r):] = 1
-    out = m.diffusion_generate(batch, attention_mask=am, max_new_tokens=9, steps=9, alg=alg,
+    out = m.diffusion_generate(batch, attention_mask=am, max_new_tokens=9, steps=9, alg=alg, temperature=0.0,
                                return_dict_in_generate=True)
     for i, r in enumerate(rows):
-        alone = m.diffusion_generate(r[None], max_new_tokens=9, steps=9, alg=alg, return_dict_in_generate=True)
+        alone = m.diffusion_generate(r[None], max_new_tokens=9, steps=9, alg=alg, temperature=0.0,
+                                     return_dict_in_generate=True)
         assert torch.equal(out.sequences[i, P:], alone.sequences[0, len(r):]), f"row {i} differs"
         assert out.trace.order(i) == alone.trace.order(0)
         assert torch.equal(out.sequences[i, :P], batch[i]), "padding or prompt changed"
@@ -130,7 +131,7 @@ def test_per_row_counts_when_rows_differ(model):
             x[0, 3:7] = 5
         return x
 
-    out = diffusion_generate(model, prompts, max_new_tokens=12, steps=4, alg="maskgit_plus",
+    out = diffusion_generate(model, prompts, max_new_tokens=12, steps=4, alg="maskgit_plus", temperature=0.0,
                              generation_tokens_hook_func=prefill, return_dict_in_generate=True)
     ts = torch.linspace(1, 1e-3, 5)
     n = torch.tensor([8, 12])
@@ -155,9 +156,17 @@ class _Counter:
     (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"),
     (dict(temperature=-0.1), "temperature"),
-    (dict(top_k=0), "top_k"),
+    (dict(top_k=-1), "top_k"),
+    (dict(top_k=[5, 6]), "top_k has 2 values"),
+    (dict(temperature=[0.0, -1.0]), "temperature"),
     (dict(max_new_tokens=2040), "max_position_embeddings"),
-    (dict(block_length=3, max_new_tokens=8), "multiple of block_length"),
+    (dict(use_cache="all"), "use_cache"),
+    (dict(cache_refresh=2), "cache_refresh needs use_cache"),
+    (dict(use_cache="dual", block_length=4, cache_refresh=0), "cache_refresh"),
+    (dict(use_cache="dual", block_length=4, generation_logits_hook_func=lambda s, x, l: l), "logits hook"),
+    (dict(threshold=0.0, alg="entropy"), "threshold"),
+    (dict(generator=[torch.Generator(), torch.Generator()]), "generator has 2 values"),
+    (dict(generator="seed"), "torch.Generator"),
     (dict(block_length=4, max_new_tokens=8, steps=5), "multiple of the number of blocks"),
     (dict(threshold=0.9, alg="origin"), "threshold"),
     (dict(threshold=1.5, alg="entropy"), "threshold"),
@@ -215,7 +224,7 @@ def test_mask_is_never_chosen_and_vocab_limit_holds(model):
 
 
 def test_semi_autoregressive_blocks(model):
-    out = diffusion_generate(model, _prompts(2, 4), max_new_tokens=12, steps=6, block_length=4,
+    out = diffusion_generate(model, _prompts(2, 4), max_new_tokens=12, steps=6, block_length=4, temperature=0.0,
                              alg="entropy", return_dict_in_generate=True)
     step = out.trace.reveal_step[:, 4:]  # (B, 12)
     for b in range(3):  # block b is revealed during steps 2b, 2b+1
@@ -226,14 +235,15 @@ def test_semi_autoregressive_blocks(model):
 
 def test_threshold_decoding(model):
     p = _prompts(3, 4)
-    one = diffusion_generate(model, p, max_new_tokens=10, alg="maskgit_plus", threshold=1.0,
+    one = diffusion_generate(model, p, max_new_tokens=10, alg="maskgit_plus", threshold=1.0, temperature=0.0,
                              return_dict_in_generate=True)
     # no probability exceeds 1: exactly one position per row and step, 10 forward passes
     assert one.trace.num_forward_passes == 10 and (one.trace.revealed_per_step == 1).all()
-    alls = diffusion_generate(model, p, max_new_tokens=10, alg="entropy", threshold=1e-9,
+    alls = diffusion_generate(model, p, max_new_tokens=10, alg="entropy", threshold=1e-9, temperature=0.0,
                               return_dict_in_generate=True)
     assert alls.trace.num_forward_passes == 1 and not (alls.sequences == MASK).any()
     mid = diffusion_generate(model, p, max_new_tokens=10, alg="maskgit_plus", threshold=0.3, block_length=5,
+                              temperature=0.0,
                              return_dict_in_generate=True)
     assert not (mid.sequences == MASK).any()
     assert (mid.trace.reveal_step[:, 4:9].amax(1) < mid.trace.reveal_step[:, 9:].amin(1)).all()
@@ -251,7 +261,7 @@ def test_stop_token_penalty_delays_eos(model):
         logits[:, -3:, EOS] += 50.0
         return logits
 
-    kw = dict(max_new_tokens=8, steps=8, alg="maskgit_plus", generation_logits_hook_func=eos_at_end,
+    kw = dict(max_new_tokens=8, steps=8, alg="maskgit_plus", temperature=0.0, generation_logits_hook_func=eos_at_end,
               return_dict_in_generate=True)
     plain = diffusion_generate(model, _prompts(1, 3), **kw)
     assert set(plain.trace.order(0)[:3]) == {5, 6, 7}, "without a penalty EOS is revealed first"
@@ -267,21 +277,21 @@ def test_hooks_history_and_return_types(model):
         seen.append((step, logits is None))
         return x
 
-    x = diffusion_generate(model, _prompts(1, 3), max_new_tokens=4, steps=4, alg="entropy",
+    x = diffusion_generate(model, _prompts(1, 3), max_new_tokens=4, steps=4, alg="entropy", temperature=0.0,
                            generation_tokens_hook_func=tokens_hook)
     assert isinstance(x, torch.Tensor) and x.shape == (1, 7)
     assert seen == [(None, True), (0, False), (1, False), (2, False), (3, False)]
     out = diffusion_generate(model, _prompts(1, 3), max_new_tokens=4, steps=4, return_dict_in_generate=True)
     assert out.history is None  # only with output_history, as the reference
     many = diffusion_generate(model, _prompts(2, 3), max_new_tokens=4, steps=4, num_return_sequences=3,
-                              alg="entropy")
+                              alg="entropy", temperature=0.0)
     assert many.shape == (6, 7) and torch.equal(many[0], many[1])  # greedy copies agree
     default = diffusion_generate(model, _prompts(1, 3), steps=4, alg="entropy")
     assert default.shape == (1, 3 + 20)  # Dream's default: 20 new tokens
 
 
 def test_trace_positions_and_first_step_profile(model):
-    out = diffusion_generate(model, _prompts(2, 3), max_new_tokens=6, steps=6, alg="entropy",
+    out = diffusion_generate(model, _prompts(2, 3), max_new_tokens=6, steps=6, alg="entropy", temperature=0.0,
                              return_dict_in_generate=True)
     pos = out.trace.positions(1)
     assert [p.position for p in pos] == list(range(6))

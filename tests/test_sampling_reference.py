@@ -132,7 +132,7 @@ def test_greedy_equals_reference(model, alg, steps, new):
     with torch.random.fork_rng():
         torch.manual_seed(11)
         ref = reference_generate(model, prompts.clone(), None, new, steps, alg=alg, logits_hook=no_mask_logit)
-    ours = model.diffusion_generate(prompts.clone(), max_new_tokens=new, steps=steps, alg=alg,
+    ours = model.diffusion_generate(prompts.clone(), max_new_tokens=new, steps=steps, alg=alg, temperature=0.0,
                                     output_history=True, return_dict_in_generate=True,
                                     generation_logits_hook_func=no_mask_logit,
                                     generator=torch.Generator().manual_seed(11))
@@ -152,7 +152,7 @@ def test_greedy_equals_reference_with_left_padding(model):
     for alg in ("maskgit_plus", "entropy", "topk_margin"):
         ref = reference_generate(model, prompts.clone(), am, 6, 6, alg=alg, logits_hook=no_mask_logit)
         ours = model.diffusion_generate(prompts.clone(), attention_mask=am, max_new_tokens=6, steps=6, alg=alg,
-                                        output_history=True, return_dict_in_generate=True,
+                                        temperature=0.0, output_history=True, return_dict_in_generate=True,
                                         generation_logits_hook_func=no_mask_logit)
         for a, b in zip(ours.history, ref):
             assert torch.equal(a, b)
@@ -183,7 +183,7 @@ def test_bfloat16_ties_are_broken_as_the_reference(model, alg):
     m16 = m16.to(torch.bfloat16).eval()
     prompts = _prompts(4, 6, seed=9)
     ref = reference_generate(m16, prompts.clone(), None, 16, 8, alg=alg, top_p=0.95, logits_hook=no_mask_logit)
-    ours = m16.diffusion_generate(prompts.clone(), max_new_tokens=16, steps=8, alg=alg, top_p=0.95,
+    ours = m16.diffusion_generate(prompts.clone(), max_new_tokens=16, steps=8, alg=alg, top_p=0.95, temperature=0.0,
                                   output_history=True, return_dict_in_generate=True,
                                   generation_logits_hook_func=no_mask_logit)
     for a, b in zip(ours.history, ref):
@@ -203,6 +203,7 @@ def test_exact_ties_are_broken_as_the_reference(model, alg):
     prompts = _prompts(2, P, seed=12)
     ref = reference_generate(model, prompts.clone(), None, 14, 7, alg=alg, logits_hook=tie)
     ours = model.diffusion_generate(prompts.clone(), max_new_tokens=14, steps=7, alg=alg, output_history=True,
+                                    temperature=0.0,
                                     return_dict_in_generate=True, generation_logits_hook_func=tie)
     for a, b in zip(ours.history, ref):
         assert torch.equal(a, b)
@@ -237,8 +238,117 @@ def test_large_vocab_sampled_decode_equals_reference():
             ref = reference_generate(m, prompts.clone(), None, 8, 8, alg=alg, temperature=temp, top_p=0.95,
                                      logits_hook=hook, mask_id=699)
         ours = m.diffusion_generate(prompts.clone(), max_new_tokens=8, steps=8, alg=alg, temperature=temp,
-                                    top_p=0.95, output_history=True, return_dict_in_generate=True,
+                                    top_p=0.95, top_k=None, output_history=True, return_dict_in_generate=True,
                                     generation_logits_hook_func=hook, generator=torch.Generator().manual_seed(77),
                                     reference_draws=True)
         for a, b in zip(ours.history, ref):
             assert torch.equal(a, b)
+
+
+# -- the reference's defaults as users run it ----------------------------------------------------------------------
+# transformers 4.x: every PretrainedConfig carries these legacy generation attributes unless config.json sets them
+LEGACY = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "max_length": 20}
+# DreamGenerationConfig.__init__'s own defaults
+DREAM = {"temperature": 0.0, "top_p": None, "top_k": None, "steps": 512, "alg": "origin", "alg_temp": None}
+
+
+def reference_settings(config_json: dict, **call_kwargs) -> dict:
+    """Dream's ``_prepare_generation_config`` with no generation_config passed, re-stated:
+    ``DreamGenerationConfig.from_model_config(model.config)`` builds the settings from the model config's dict
+    (legacy defaults overlaid by config.json; ``None`` values dropped, so DreamGenerationConfig's own defaults
+    take over for them), then ``generation_config.update(**kwargs)`` applies what the call passed."""
+    model_config = {**LEGACY, **config_json}
+    from_model = {k: v for k, v in model_config.items() if v is not None}
+    settings = {**DREAM, **{k: v for k, v in from_model.items() if k in DREAM}}
+    settings.update(call_kwargs)
+    return settings
+
+
+def reference_as_run(model, prompts, new, config_json=None, **call_kwargs):
+    s = reference_settings(config_json or {}, **call_kwargs)
+    return reference_generate(model, prompts, None, new, s["steps"], alg=s["alg"], alg_temp=s["alg_temp"],
+                              temperature=s["temperature"], top_p=s["top_p"], top_k=s["top_k"],
+                              logits_hook=call_kwargs.get("logits_hook"), mask_id=call_kwargs.get("mask_id", MASK))
+
+
+@pytest.fixture(scope="module")
+def wide_model() -> DreamModel:
+    """300 ids: more than the inherited top_k of 50, so the filter changes confidences (and orders)."""
+    cfg = DreamConfig.preset("tiny", vocab_size=300, mask_token_id=299, tie_word_embeddings=False,
+                             initializer_range=0.25)
+    m = DreamModel(cfg, init_weights=False)
+    m.init_weights(torch.Generator().manual_seed(21))
+    return m.eval()
+
+
+def _no_mask_299(step, x, logits):
+    return logits.index_fill(-1, torch.tensor([299]), float("-inf"))
+
+
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
+def test_greedy_defaults_are_the_reference_as_run(wide_model, alg):
+    """No top_k passed: the reference decodes with the inherited top_k = 50, and so do we."""
+    prompts = torch.randint(0, 299, (3, 6), generator=torch.Generator().manual_seed(8))
+    kw = dict(steps=12, alg=alg, temperature=0.0)
+    ref = reference_as_run(wide_model, prompts.clone(), 12, logits_hook=_no_mask_299, mask_id=299, **kw)
+    ours = wide_model.diffusion_generate(prompts.clone(), max_new_tokens=12, output_history=True,
+                                         return_dict_in_generate=True, generation_logits_hook_func=_no_mask_299,
+                                         **kw)
+    for a, b in zip(ours.history, ref):
+        assert torch.equal(a, b)
+    assert ours.trace.extra["top_k"] == 50
+    # top-k switched off: the same call without the inherited filter, as the reference with top_k=None
+    off = wide_model.diffusion_generate(prompts.clone(), max_new_tokens=12, output_history=True, top_k=None,
+                                        return_dict_in_generate=True, generation_logits_hook_func=_no_mask_299, **kw)
+    ref_off = reference_as_run(wide_model, prompts.clone(), 12, logits_hook=_no_mask_299, mask_id=299, top_k=None,
+                               **kw)
+    for a, b in zip(off.history, ref_off):
+        assert torch.equal(a, b)
+
+
+def test_top_k_changes_the_reveal_order_on_this_model(wide_model):
+    """Guard that the test above can fail: with entropy order the top-50 filter changes what this model does."""
+    prompts = torch.randint(0, 299, (3, 6), generator=torch.Generator().manual_seed(8))
+    kw = dict(max_new_tokens=12, steps=12, alg="entropy", temperature=0.0, return_dict_in_generate=True,
+              generation_logits_hook_func=_no_mask_299)
+    a = wide_model.diffusion_generate(prompts.clone(), **kw)
+    b = wide_model.diffusion_generate(prompts.clone(), top_k=None, **kw)
+    assert not torch.equal(a.trace.reveal_step, b.trace.reveal_step)
+
+
+@pytest.mark.parametrize("call", [
+    dict(alg="entropy", temperature=0.4, top_p=0.95, steps=10),   # DiffuCoder's README call: top-p AND top-k 50
+    dict(alg="maskgit_plus", steps=10),                            # nothing passed: temperature 1.0, top-k 50
+    dict(alg="origin", steps=10),
+])
+def test_seeded_sampling_defaults_are_the_reference_as_run(wide_model, call):
+    prompts = torch.randint(0, 299, (2, 5), generator=torch.Generator().manual_seed(9))
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        ref = reference_as_run(wide_model, prompts.clone(), 10, logits_hook=_no_mask_299, mask_id=299, **call)
+    ours = wide_model.diffusion_generate(prompts.clone(), max_new_tokens=10, output_history=True,
+                                         return_dict_in_generate=True, generation_logits_hook_func=_no_mask_299,
+                                         generator=torch.Generator().manual_seed(123), reference_draws=True, **call)
+    for a, b in zip(ours.history, ref):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("config_json", [{"top_k": 7}, {"top_k": None}, {"temperature": None},
+                                         {"temperature": 0.5, "top_p": 0.9}])
+def test_a_checkpoint_config_sets_its_own_defaults(wide_model, config_json):
+    """Keys in config.json take precedence over the legacy defaults; null means DreamGenerationConfig's default."""
+    import copy
+
+    m = copy.deepcopy(wide_model)
+    m.config.extra.update(config_json)
+    prompts = torch.randint(0, 299, (2, 5), generator=torch.Generator().manual_seed(10))
+    call = dict(alg="entropy", steps=8)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        ref = reference_as_run(m, prompts.clone(), 8, config_json=config_json, logits_hook=_no_mask_299,
+                               mask_id=299, **call)
+    ours = m.diffusion_generate(prompts.clone(), max_new_tokens=8, output_history=True, return_dict_in_generate=True,
+                                generation_logits_hook_func=_no_mask_299, generator=torch.Generator().manual_seed(5),
+                                reference_draws=True, **call)
+    for a, b in zip(ours.history, ref):
+        assert torch.equal(a, b)

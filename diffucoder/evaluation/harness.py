@@ -338,10 +338,13 @@ def evaluate(dataset: Dataset, out_dir: str | Path, settings: EvalSettings, *, s
 
 def model_generate_fn(model_path: str | Path, *, max_new_tokens: int = 256, steps: int = 256, alg: str = "entropy",
                       temperature: float = 0.2, top_p: float | None = 0.95, alg_temp: float | None = None,
-                      seed: int = 0, device: str = "cpu", dtype: str = "auto") -> tuple[GenerateFn, dict[str, Any]]:
+                      seed: int = 0, device: str = "cpu", dtype: str = "auto",
+                      **decoding: Any) -> tuple[GenerateFn, dict[str, Any]]:
     """``generate(prompts) -> continuations`` decoding with ``diffusion_generate`` from a DreamModel checkpoint
     folder (weights + tokenizer.json), and the settings it uses (for results.json). DiffuCoder's settings are the
-    defaults: 256 tokens in 256 steps, entropy order, top_p 0.95, temperature 0.2 (base; 0.3-0.4 instruct)."""
+    defaults: 256 tokens in 256 steps, entropy order, top_p 0.95, temperature 0.2 (base; 0.3-0.4 instruct).
+    ``decoding``: further ``diffusion_generate`` options (``top_k``, ``block_length``, ``threshold``,
+    ``use_cache``, ``cache_refresh``, ``early_stop``), recorded in the settings too."""
     try:
         from diffucoder.model import DreamModel
         from diffucoder.tokenizer import load_tokenizer
@@ -352,21 +355,23 @@ def model_generate_fn(model_path: str | Path, *, max_new_tokens: int = 256, step
         raise FileNotFoundError(f"model folder not found: {model_path}")
     model = DreamModel.from_pretrained(model_path, torch_dtype=dtype).to(device).eval()
     generate = loaded_model_generate_fn(model, load_tokenizer(model_path), max_new_tokens=max_new_tokens, steps=steps,
-                                        alg=alg, temperature=temperature, top_p=top_p, alg_temp=alg_temp, seed=seed)
+                                        alg=alg, temperature=temperature, top_p=top_p, alg_temp=alg_temp, seed=seed,
+                                        **decoding)
     settings = {"model": str(model_path.resolve()), "max_new_tokens": max_new_tokens, "steps": steps, "alg": alg,
                 "temperature": temperature, "top_p": top_p, "alg_temp": alg_temp, "seed": seed, "device": device,
-                "dtype": dtype}
+                "dtype": dtype, **decoding}
     return generate, settings
 
 
 def loaded_model_generate_fn(model: Any, tok: Any, *, max_new_tokens: int = 256, steps: int = 256,
                              alg: str = "entropy", temperature: float = 0.2, top_p: float | None = 0.95,
                              alg_temp: float | None = None, seed: int = 0,
-                             context: Callable[[], Any] | None = None) -> GenerateFn:
+                             context: Callable[[], Any] | None = None, **decoding: Any) -> GenerateFn:
     """``generate(prompts) -> continuations`` for an already loaded DreamModel and its tokenizer: prompts are
     left-padded into one batch and decoded with ``diffusion_generate`` on the model's device (arguments as in
-    :func:`model_generate_fn`). ``context``: a factory of a context manager entered around each decode (e.g.
-    ``torch.autocast``)."""
+    :func:`model_generate_fn`; ``decoding``: further ``diffusion_generate`` options). ``context``: a factory of a
+    context manager entered around each decode (e.g. ``torch.autocast``). Early stop and the pad fill use the
+    tokenizer's stop ids (end-of-text, the SFT pad, ``<|im_end|>``)."""
     import contextlib
 
     import torch
@@ -376,6 +381,7 @@ def loaded_model_generate_fn(model: Any, tok: Any, *, max_new_tokens: int = 256,
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     vocab_limit = getattr(tok, "vocab_size", None)
+    stop_ids = tok.stop_token_ids() if hasattr(tok, "stop_token_ids") else None
 
     def generate(prompts: list[str]) -> list[str]:
         ids = tok.encode_batch(prompts)
@@ -386,8 +392,9 @@ def loaded_model_generate_fn(model: Any, tok: Any, *, max_new_tokens: int = 256,
         with torch.no_grad(), (context() if context else contextlib.nullcontext()):
             seqs = diffusion_generate(model, inputs, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       steps=steps, alg=alg, temperature=temperature, top_p=top_p,
-                                      alg_temp=alg_temp, generator=gen,
-                                      vocab_limit=vocab_limit if isinstance(vocab_limit, int) else None)
+                                      alg_temp=alg_temp, generator=gen, stop_token_ids=stop_ids,
+                                      vocab_limit=vocab_limit if isinstance(vocab_limit, int) else None,
+                                      **decoding)
         return decode_completions(tok, seqs, width)
 
     return generate

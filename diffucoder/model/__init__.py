@@ -5,7 +5,7 @@
 
 from diffucoder.model.checkpoint import CheckpointError, atomic_directory, read_config
 from diffucoder.model.config import ConfigError, DreamConfig
-from diffucoder.model.modeling import DreamModel, DreamOutput, align_logits
+from diffucoder.model.modeling import DreamKVCache, DreamModel, DreamOutput, align_logits
 
-__all__ = ["CheckpointError", "ConfigError", "DreamConfig", "DreamModel", "DreamOutput", "align_logits",
+__all__ = ["CheckpointError", "ConfigError", "DreamConfig", "DreamKVCache", "DreamModel", "DreamOutput", "align_logits",
            "atomic_directory", "read_config"]

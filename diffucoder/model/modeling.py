@@ -10,6 +10,13 @@ predicts token i+1, also when i+1 holds [MASK]. ``forward`` returns the raw logi
 ``shift_logits`` says. Samplers, losses and estimators should use ``token_logits`` (position 0 then carries no
 prediction when shifting: keep it unmasked).
 
+Decoding with a KV cache (``DreamKVCache``, what ``diffusion_generate(use_cache=...)`` uses): a full forward over the
+canvas with ``kv_cache=model.new_kv_cache()`` stores every layer's keys and values (RoPE applied); a later call with
+``input_ids`` = a window ``canvas[:, start:start + W]`` and ``cache_start=start`` recomputes only those W positions,
+writes their fresh keys/values into the cache and lets them attend to all L cached positions (the same padding
+mask and positions as the full call). Where the cached keys/values are current this equals the full forward's
+rows; where they are stale (other positions changed since) it is the Fast-dLLM approximation.
+
 Usage::
 
     cfg = DreamConfig.preset("tiny", vocab_size=1000, mask_token_id=999)
@@ -20,7 +27,7 @@ Usage::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +47,38 @@ class DreamOutput:
 
     logits: torch.Tensor  # (B, L, V), raw (shifted when config.shift_logits)
     hidden_states: torch.Tensor | None = None  # (B, L, H) after the final norm, when asked for
+
+
+@dataclass
+class DreamKVCache:
+    """Keys and values of every layer over one whole canvas (B, L), filled by a full forward.
+
+    Made empty by :meth:`DreamModel.new_kv_cache`; the first forward that receives it must cover the whole canvas
+    (``cache_start=0``): it allocates the buffers and records the canvas's padding mask and positions, which
+    every later window call reuses (the canvas length and padding cannot change afterwards).
+    """
+
+    keys: list[torch.Tensor] = field(default_factory=list)
+    """Per layer (B, Hkv, L, D), RoPE applied."""
+    values: list[torch.Tensor] = field(default_factory=list)
+    """Per layer (B, Hkv, L, D)."""
+    position_ids: torch.Tensor | None = None
+    """(B, L) positions of the canvas (``cumsum(mask) - 1`` under left padding)."""
+    attn_mask: torch.Tensor | None = None
+    """The SDPA key mask of the canvas ((B, 1, 1, L) bool) or None when nothing is padded."""
+
+    @property
+    def length(self) -> int:
+        """Canvas length L (0 while empty)."""
+        return 0 if self.position_ids is None else int(self.position_ids.shape[1])
+
+    @property
+    def is_empty(self) -> bool:
+        return self.position_ids is None
+
+    def reset(self) -> None:
+        """Forget everything (the next forward must be a full one again)."""
+        self.keys, self.values, self.position_ids, self.attn_mask = [], [], None, None
 
 
 class RMSNorm(nn.Module):
@@ -95,19 +134,42 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
 
+    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One (nq + 2 nkv, H) weight and bias for q, k, v: one matmul instead of three (the parameters stay
+        Qwen2's three). Concatenated at every call while gradients are recorded; without autograd (decoding) the
+        concatenation is kept and reused until a parameter is replaced or updated in place (its version)."""
+        params = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight,
+                  self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)
+        if torch.is_grad_enabled():
+            self._qkv_cache = None
+            return torch.cat(params[:3]), torch.cat(params[3:])
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = getattr(self, "_qkv_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.cat(params[:3]), torch.cat(params[3:]))
+            self._qkv_cache = cached
+        return cached[1], cached[2]
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: torch.Tensor | None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache_start: int = 0) -> torch.Tensor:
+        """Self-attention of ``x`` (B, L, H). With ``cache`` = this layer's (keys, values) buffers (B, Hkv, Lc, D),
+        the fresh keys/values of ``x`` are written at ``[cache_start, cache_start + L)`` and the queries attend
+        to all Lc cached positions (``attn_mask`` is then the cache's key mask)."""
         B, L, _ = x.shape
         nq, nkv = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        # one matmul for q, k, v: the weights are concatenated at run time (the parameters stay Qwen2's three)
-        w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))  # (nq + 2 nkv, H)
-        b = torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias))
+        w, b = self._fused_qkv()
         q, k, v = F.linear(x, w, b).split((nq, nkv, nkv), dim=-1)  # (B, L, *)
         q = q.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, L, D)
         k = k.view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
         v = v.view(B, L, self.n_kv, self.head_dim).transpose(1, 2)  # (B, Hkv, L, D)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
+        if cache is not None:
+            k_buf, v_buf = cache
+            k_buf[:, :, cache_start:cache_start + L] = k
+            v_buf[:, :, cache_start:cache_start + L] = v
+            k, v = k_buf, v_buf  # (B, Hkv, Lc, D)
         # grouped-query attention inside SDPA (no repeated copies of k and v)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=False,
@@ -136,8 +198,9 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask)
+                attn_mask: torch.Tensor | None, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache_start: int = 0) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache, cache_start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -153,20 +216,51 @@ class DreamBackbone(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, kv_cache: "DreamKVCache | None" = None,
+                cache_start: int = 0) -> torch.Tensor:
+        """Final-normed hidden states (B, L, H). ``kv_cache``/``cache_start``: see :class:`DreamKVCache`."""
         B, L = input_ids.shape
-        attn_mask, default_pos = prepare_attention_mask(attention_mask, B, L)
-        if position_ids is None:
-            position_ids = default_pos if default_pos is not None else \
-                torch.arange(L, device=input_ids.device).expand(B, L)
+        if kv_cache is not None and not kv_cache.is_empty:
+            attn_mask, position_ids = self._window_inputs(kv_cache, input_ids, attention_mask, position_ids,
+                                                          cache_start)
+        else:
+            if kv_cache is not None and cache_start != 0:
+                raise ValueError("an empty kv_cache is filled by a full forward over the canvas (cache_start=0)")
+            attn_mask, default_pos = prepare_attention_mask(attention_mask, B, L)
+            if position_ids is None:
+                position_ids = default_pos if default_pos is not None else \
+                    torch.arange(L, device=input_ids.device).expand(B, L)
         x = self.embed_tokens(input_ids)  # (B, L, H)
         cos, sin = rope_cos_sin(position_ids, self.config.dim_per_head, self.config.rope_theta, x.dtype)
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
+        if kv_cache is not None and kv_cache.is_empty:
+            if attn_mask is not None and attn_mask.dim() == 4 and attn_mask.shape[-2] != 1:
+                raise ValueError("a kv_cache needs a 2-D padding mask (or none), not a 4-D attention mask")
+            shape = (B, self.config.num_key_value_heads, L, self.config.dim_per_head)
+            kv_cache.keys = [x.new_empty(shape) for _ in self.layers]
+            kv_cache.values = [x.new_empty(shape) for _ in self.layers]
+            kv_cache.position_ids, kv_cache.attn_mask = position_ids, attn_mask
+        for i, layer in enumerate(self.layers):
+            cache = (kv_cache.keys[i], kv_cache.values[i]) if kv_cache is not None else None
+            if self.gradient_checkpointing and self.training and cache is None:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attn_mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, attn_mask)
+                x = layer(x, cos, sin, attn_mask, cache, cache_start)
         return self.norm(x)
+
+    @staticmethod
+    def _window_inputs(kv_cache: "DreamKVCache", input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       position_ids: torch.Tensor | None, cache_start: int
+                       ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Key mask and positions of a window ``[cache_start, cache_start + W)`` of a filled cache."""
+        B, W = input_ids.shape
+        if attention_mask is not None or position_ids is not None:
+            raise ValueError("a window call over a filled kv_cache takes its mask and positions from the cache; "
+                             "pass neither attention_mask nor position_ids")
+        Bc, Lc = kv_cache.position_ids.shape
+        if B != Bc or not (0 <= cache_start and cache_start + W <= Lc):
+            raise ValueError(f"window of shape {(B, W)} at cache_start={cache_start} does not fit the cached "
+                             f"canvas of shape {(Bc, Lc)}")
+        return kv_cache.attn_mask, kv_cache.position_ids[:, cache_start:cache_start + W]
 
 
 def prepare_attention_mask(attention_mask: torch.Tensor | None, B: int, L: int
@@ -261,13 +355,31 @@ class DreamModel(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> DreamOutput:
-        """Raw logits (B, L, V); output i predicts token i+1 when ``config.shift_logits``."""
+                position_ids: torch.Tensor | None = None, output_hidden_states: bool = False, *,
+                kv_cache: DreamKVCache | None = None, cache_start: int = 0,
+                logits_mask: torch.Tensor | None = None) -> DreamOutput:
+        """Raw logits (B, L, V); output i predicts token i+1 when ``config.shift_logits``.
+
+        ``kv_cache`` / ``cache_start``: decode with a cache (see :class:`DreamKVCache`): ``input_ids`` is then the
+        window of the canvas starting at ``cache_start`` (the whole canvas on the call that fills the cache).
+        ``logits_mask`` (B, L) bool: compute the LM head only where it is True and return those logits as
+        (N, V), row-major (no full-vocabulary logits for positions nobody reads).
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be 2-D (B, L), got shape {tuple(input_ids.shape)}")
-        h = self.model(input_ids, attention_mask, position_ids)  # (B, L, H)
-        logits = self.lm_head(h)  # (B, L, V)
+        h = self.model(input_ids, attention_mask, position_ids, kv_cache=kv_cache, cache_start=cache_start)
+        if logits_mask is not None:
+            if logits_mask.shape != input_ids.shape:
+                raise ValueError(f"logits_mask must have input_ids' shape {tuple(input_ids.shape)}, got "
+                                 f"{tuple(logits_mask.shape)}")
+            logits = self.lm_head(h[logits_mask])  # (N, V)
+        else:
+            logits = self.lm_head(h)  # (B, L, V)
         return DreamOutput(logits=logits, hidden_states=h if output_hidden_states else None)
+
+    def new_kv_cache(self) -> DreamKVCache:
+        """An empty :class:`DreamKVCache`; the next forward over a whole canvas fills it."""
+        return DreamKVCache()
 
     def token_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                      position_ids: torch.Tensor | None = None) -> torch.Tensor:

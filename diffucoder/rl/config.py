@@ -103,6 +103,18 @@ class GRPOConfig:
     """Unmasking order of ``diffusion_generate``."""
     generation_batch_size: int | None = None
     """Rows decoded at once (None: the whole per-device batch)."""
+    top_k: int | None = 50
+    """Top-k filter at rollout. 50 is what the released trainer's rollouts use without saying so (Dream's
+    ``diffusion_generate`` inherits it from a transformers-4.x model config); None or 0: off."""
+    generation_block_length: int | None = None
+    """Semi-AR decoding blocks of this many tokens (None: one block, the reference's decoding)."""
+    generation_threshold: float | None = None
+    """Fast-dLLM parallel decoding: reveal every token above this probability (``diffusion_steps`` then unused)."""
+    generation_use_cache: str | None = None
+    """KV cache while decoding: "prefix", "dual" or None (needs ``generation_block_length`` to pay off)."""
+    generation_early_stop: bool = False
+    """Stop decoding a row once its answer has ended (the completion and its text are unchanged; the canvas after
+    the stop token becomes pad)."""
 
     # -- estimator ---------------------------------------------------------------------------------------
     estimator: str = "coupled"
@@ -164,6 +176,12 @@ class GRPOConfig:
                                full_mask_pass=self.full_mask_pass, t_min=self.t_min, t_max=self.t_max,
                                prompt_mask_prob=self.prompt_mask_prob, num_passes=self.estimator_passes)
 
+    def rollout_decoding(self) -> dict[str, Any]:
+        """The rollout's ``diffusion_generate`` options beyond steps / temperature / top-p / alg."""
+        return {"top_k": self.top_k, "block_length": self.generation_block_length,
+                "threshold": self.generation_threshold, "use_cache": self.generation_use_cache,
+                "early_stop": self.generation_early_stop}
+
     def validate(self) -> None:
         def need(cond: bool, msg: str) -> None:
             if not cond:
@@ -189,6 +207,14 @@ class GRPOConfig:
         need(self.max_completion_length >= 1 and self.diffusion_steps >= 1,
              "max_completion_length and diffusion_steps must be >= 1")
         need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        need(self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 0),
+             f"top_k must be None or an integer >= 0, got {self.top_k!r}")
+        need(self.generation_block_length is None or self.generation_block_length >= 1,
+             f"generation_block_length must be None or >= 1, got {self.generation_block_length}")
+        need(self.generation_threshold is None or 0 < self.generation_threshold <= 1,
+             f"generation_threshold must be None or in (0, 1], got {self.generation_threshold}")
+        need(self.generation_use_cache in (None, "prefix", "dual"),
+             f"generation_use_cache must be None, prefix or dual, got {self.generation_use_cache!r}")
         need(self.estimator in ESTIMATORS, f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
         need(self.lr_scheduler_type in ("cosine_with_min_lr", "cosine", "constant"),
              f"lr_scheduler_type must be cosine_with_min_lr, cosine or constant, got {self.lr_scheduler_type!r}")

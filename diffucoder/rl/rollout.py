@@ -143,8 +143,9 @@ def generate_rollouts(model: "DreamModel", tokenizer: "DiffuTokenizer", rows: Se
                       num_generations: int, max_completion_length: int, steps: int, temperature: float,
                       top_p: float | None, alg: str, generator: torch.Generator,
                       system_prompt: str | None = None, batch_size: int | None = None,
-                      chat_template: bool = True) -> Rollout:
-    """Decode ``num_generations`` completions for every row (see the module docstring)."""
+                      chat_template: bool = True, **decoding: Any) -> Rollout:
+    """Decode ``num_generations`` completions for every row (see the module docstring). ``decoding``: further
+    ``diffusion_generate`` options (``top_k``, ``block_length``, ``threshold``, ``use_cache``, ``early_stop``)."""
     from diffucoder.sampling import diffusion_generate
 
     device = model.device
@@ -168,6 +169,7 @@ def generate_rollouts(model: "DreamModel", tokenizer: "DiffuTokenizer", rows: Se
                     model, pb.input_ids[s:s + bs].to(device), attention_mask=pb.attention_mask[s:s + bs].to(device),
                     max_new_tokens=max_completion_length, steps=steps, temperature=temperature, top_p=top_p,
                     alg=alg, generator=generator, mask_token_id=tokenizer.mask_token_id, vocab_limit=vocab_limit,
+                    stop_token_ids=tokenizer.stop_token_ids(), **decoding,
                 )
                 seq = out.sequences if hasattr(out, "sequences") else out
                 outs.append(seq[:, pb.input_ids.shape[1]:].cpu())

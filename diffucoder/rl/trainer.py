@@ -394,7 +394,7 @@ class GRPOTrainer:
             ro: Rollout = generate_rollouts(
                 self.model, self.tok, rows, cfg.num_generations, cfg.max_completion_length, cfg.diffusion_steps,
                 cfg.temperature, cfg.top_p, cfg.generation_alg, gen, system_prompt=cfg.system_prompt,
-                batch_size=cfg.generation_batch_size, chat_template=cfg.chat_template,
+                batch_size=cfg.generation_batch_size, chat_template=cfg.chat_template, **cfg.rollout_decoding(),
             )
         t0 = time.perf_counter()
         rewards, per_func = score_completions(ro.texts, ro.rows, self.rewards, cfg.reward_weights, self.reward_stats)

@@ -8,11 +8,12 @@
 ``model.diffusion_generate(...)`` calls the same function. See :mod:`diffucoder.sampling.generate`.
 """
 
-from diffucoder.sampling.generate import GenerationError, diffusion_generate, reveal_counts
+from diffucoder.sampling.generate import (CACHE_MODES, DecodeStep, DiffusionLM, GenerationError, diffusion_generate,
+                                         inherited_sampling_defaults, reveal_counts)
 from diffucoder.sampling.policies import ALGORITHMS, StepChoice, sample_tokens
 from diffucoder.sampling.text import completion_ids, cut_at_stop, decode_completions, render_canvas
 from diffucoder.sampling.trace import DecodeTrace, GenerationOutput, PositionReveal
 
-__all__ = ["ALGORITHMS", "DecodeTrace", "GenerationError", "GenerationOutput", "PositionReveal", "StepChoice",
+__all__ = ["ALGORITHMS", "CACHE_MODES", "DecodeStep", "DecodeTrace", "DiffusionLM", "GenerationError", "GenerationOutput", "PositionReveal", "StepChoice",
            "completion_ids", "cut_at_stop", "decode_completions", "diffusion_generate", "render_canvas",
-           "reveal_counts", "sample_tokens"]
+           "inherited_sampling_defaults", "reveal_counts", "sample_tokens"]
