@@ -160,3 +160,54 @@ def test_frames_carry_segments_and_the_reader_enforces_its_cap():
         os.close(w)
     with pytest.raises(_wire.WireError):
         _wire.split(b"not json")
+
+
+PACKED = {
+    "ints": list(range(-3000, 3000)) + [2 ** 62, -(2 ** 63)],
+    "floats": [i / 7 for i in range(5000)] + [float("inf"), -0.0],
+    "strings": [str(i % 50) for i in range(5000)],
+    "tuples_of_strings": [("a", "b", str(i % 3)) for i in range(3000)],
+    "lists_of_ints": [[i, -i] for i in range(3000)],
+    "tuples_of_floats": [(0.5, float(i)) for i in range(3000)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PACKED))
+def test_long_homogeneous_lists_travel_packed_and_exactly(name):
+    value = PACKED[name]
+    text = _wire.Encoder().dumps(value)
+    assert b'{"a":' in text or b'{"ix":' in text  # the packed form was used
+    got = roundtrip(value)
+    assert got == value and type(got) is list
+    assert all(type(a) is type(b) for a, b in zip(got, value))
+    assert [type(x) for row in got[:3] if isinstance(row, (tuple, list)) for x in row] == \
+        [type(x) for row in value[:3] if isinstance(row, (tuple, list)) for x in row]
+
+
+def test_lists_that_must_not_be_packed_keep_their_types():
+    mixed = [True, 1] * 2000 + [2.5]  # bools would read back as ints from an int64 array
+    assert roundtrip(mixed) == mixed and [type(x) for x in roundtrip(mixed)[:2]] == [bool, int]
+    distinct = [str(i) for i in range(5000)]  # no repeats: plain JSON
+    assert b'"ix"' not in _wire.Encoder().dumps(distinct) and roundtrip(distinct) == distinct
+    assert roundtrip([2 ** 70] * 3000) == [2 ** 70] * 3000  # past int64
+
+
+@pytest.mark.parametrize("data", [
+    b'{"ix":[0,"",["a"],"B","AQ=="]}',            # index 1 into a table of 1
+    b'{"ix":[0,"",[1],"B","AA=="]}',              # a table that is not strings
+    b'{"ix":[0,"",["a"],"Q","AA=="]}',            # an index type not allowed
+    b'{"ix":[2,"t",["a"],"B","AAAA"]}',           # 3 scalars are not rows of 2
+    b'{"a":[0,"","q","AAA="]}',                   # bytes not a multiple of the item size
+    b'{"a":[0,"","O","AAAAAAAAAAA="]}',           # not a numeric array
+    b'{"a":[1,"x","q","AAAAAAAAAAA="]}',          # unknown row kind
+], ids=range(7))
+def test_malformed_packed_lists_are_refused(data):
+    with pytest.raises(_wire.WireError):
+        _wire.decoder()(data)
+
+
+def test_a_packed_list_may_not_expand_past_the_limit(monkeypatch):
+    monkeypatch.setattr(_wire, "EXPANDED_LIMIT", 10_000)
+    text = _wire.Encoder().dumps(["x" * 100] * 3000)  # 300,000 characters from a 100-character table
+    with pytest.raises(_wire.WireError, match="expands"):
+        _wire.decoder()(text)

@@ -10,6 +10,10 @@ with exactly one key that rebuilds one of the other plain types:
     {"d": [k0, v0, k1, v1, ...]} dict (any hashable keys, insertion order kept)
     {"lt": [[...], ...]} a list of tuples (one tag for the whole list: the common EvalPlus output)
     {"i": "-1f..."} an int too long for a JSON number (hex: linear to parse)
+    {"a": [k, kind, code, "base64"]} a long list of ints (int64) or floats packed as an array; with k > 0 a list
+        of k-tuples (kind "t") or k-lists ("l") of them, flattened
+    {"ix": [k, kind, [str, ...], code, "base64"]} the same for strings: a table of the distinct strings and the
+        packed indices into it (outputs like EvalPlus's largest are lists of millions of tuples of a few words)
     {"c": [re, im]} complex     {"b": "base64"} bytes
     {"x": [name, ...]} a standard-library value type rebuilt from plain fields (``EXTENDED`` below:
         Decimal, Fraction, date/time/datetime/timedelta/timezone, namedtuple, OrderedDict, Counter,
@@ -29,6 +33,7 @@ text per value), which is unambiguous because ``json.dumps`` never writes a raw 
 
 from __future__ import annotations
 
+import array
 import binascii
 import itertools
 import json
@@ -39,6 +44,10 @@ import sys
 import time
 
 _FRAME = struct.Struct("<I")
+PACK_MIN = 2048
+"""Lists with at least this many scalars may travel packed (``{"a": ...}`` / ``{"ix": ...}``)."""
+EXPANDED_LIMIT = 1 << 30
+"""Most characters a packed string list may expand to (its table entries are shared, comparisons are not)."""
 MAX_DEPTH = 400
 """Deepest nesting of containers the encoder accepts (tags count as a level)."""
 INT_BITS = 9000
@@ -86,6 +95,69 @@ def _flat_ok(xs) -> bool:
     return False
 
 
+_I64 = 1 << 63
+
+
+def _pack(xs: list, kinds: set):
+    """A long homogeneous list as a packed array (or None): ints / floats, strings through a table, or a list of
+    same-length tuples or lists of those (flattened). Everything here loops in C, without copying the elements."""
+    k, kind, n = 0, "", len(xs)
+    flat = lambda: xs  # noqa: E731 - an iterable over the scalars, made anew for each pass
+    if kinds == {tuple} or kinds == {list}:
+        lens = set(map(len, xs))
+        if len(lens) != 1:
+            return None
+        k = lens.pop()
+        if not 0 < k <= 10_000:
+            return None
+        kind, n = ("t" if kinds == {tuple} else "l"), n * k
+        flat = lambda: _chain(xs)  # noqa: E731
+        if n < PACK_MIN:
+            return None
+        first = set(map(type, xs[0]))
+    else:
+        if n < PACK_MIN:
+            return None
+        first = kinds
+    if first == {str}:
+        distinct = set(flat())  # equal keys collapse: only exact str keys are accepted below
+        if len(distinct) * 2 > n or set(map(type, distinct)) != {str}:
+            return None  # few repeats (plain JSON is as small), or not all strings
+        table = sorted(distinct)  # a deterministic order: re-encoding an unchanged argument gives the same bytes
+        index = dict(zip(table, range(len(table))))
+        if len(table) <= 1 << 8:
+            code, packed = "B", bytes(map(index.__getitem__, flat()))
+        else:
+            code = "H" if len(table) <= 1 << 16 else "I"
+            arr = array.array(code)
+            arr.fromlist(list(map(index.__getitem__, flat())))
+            packed = arr.tobytes()
+        return {"ix": [k, kind, table, code, binascii.b2a_base64(packed, newline=False).decode()]}
+    if first == {int} or first == {float}:
+        if set(map(type, flat())) != first:  # bools would pass for ints in an array: check every element
+            return None
+        if first == {int}:
+            if not (-_I64 <= min(flat()) and max(flat()) < _I64):
+                return None
+            code = "q"
+        else:
+            code = "d"
+        return {"a": [k, kind, code, binascii.b2a_base64(array.array(code, flat()).tobytes(), newline=False).decode()]}
+    return None
+
+
+def _unpack(k, kind, values, n):
+    """Rebuild a packed list from an iterator over its ``n`` scalars."""
+    if k == 0:
+        if kind != "":
+            raise WireError("malformed value")
+        return list(values)
+    if kind not in ("t", "l") or type(k) is not int or not 0 < k <= 10_000 or n % k:
+        raise WireError("malformed value")
+    rows = zip(*[iter(values)] * k)
+    return list(rows) if kind == "t" else list(map(list, rows))
+
+
 def _std(name: str):
     return sys.modules.get(name)
 
@@ -125,6 +197,10 @@ class Encoder:
         if depth > MAX_DEPTH:
             raise WireError(f"data nested deeper than {MAX_DEPTH} levels")
         if t is list:
+            if len(x) >= PACK_MIN:
+                packed = _pack(x, set(map(type, x)))
+                if packed is not None:
+                    return packed
             if _flat_ok(x):
                 return x
             return self._seq(x, depth)
@@ -158,6 +234,9 @@ class Encoder:
         try:
             if type(xs) is list:
                 kinds = set(map(type, xs))
+                packed = _pack(xs, kinds) if len(xs) >= PACK_MIN // 16 else None
+                if packed is not None:
+                    return packed
                 if kinds == {tuple} and _flat_ok(list(_chain(xs))):
                     return {"lt": xs}
             return [self.enc(v, depth + 1) for v in xs]
@@ -389,6 +468,24 @@ def decoder(*, handle=None, callback=None, builtin=None):
         if tag == "b":
             need(_type(v) is _str)
             return binascii.a2b_base64(v)
+        if tag == "a":
+            need(_type(v) is lst and _len(v) == 4 and v[2] in ("q", "d") and _type(v[3]) is _str)
+            arr = array.array(v[2])
+            raw = binascii.a2b_base64(v[3])
+            need(_len(raw) % arr.itemsize == 0)
+            arr.frombytes(raw)
+            return _unpack(v[0], v[1], arr.tolist(), _len(arr))
+        if tag == "ix":
+            need(_type(v) is lst and _len(v) == 5 and _type(v[2]) is lst and v[3] in ("B", "H", "I")
+                 and _type(v[4]) is _str and v[2] and set(map(_type, v[2])) == {_str})
+            table = v[2]
+            idx = array.array(v[3])
+            raw = binascii.a2b_base64(v[4])
+            need(_len(raw) % idx.itemsize == 0)
+            idx.frombytes(raw)
+            if max(map(_len, table)) * _len(idx) > EXPANDED_LIMIT:  # its entries are shared; comparisons are not
+                raise WireError("a packed list that expands past the limit")
+            return _unpack(v[0], v[1], map(table.__getitem__, idx), _len(idx))
         if tag == "x":
             return ext(v)
         if tag == "h" and handle is not None:
@@ -409,7 +506,7 @@ def decoder(*, handle=None, callback=None, builtin=None):
             return raw(data.decode("ascii") if _type(data) is not _str else data)
         except WireError:
             raise
-        except (ValueError, TypeError, KeyError, OverflowError, RecursionError, binascii.Error) as e:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError, binascii.Error) as e:
             raise WireError(f"malformed value: {type(e).__name__}: {str(e)[:100]}") from None
 
     return decode
