@@ -684,3 +684,31 @@ def test_unprintable_exceptions_are_reported(pool):
     """)
     r = pool.run_tests(prog, ["f()"])
     assert r.status == "failed" and r.tests[0].error.startswith("E")
+
+
+@needs_ns
+def test_without_a_uid_drop_signals_can_fail_a_job_but_never_pass_one(monkeypatch):
+    # as when the host is not root: the supervisor, the program zygote and the program share one uid (here uid 0
+    # without capabilities, which bubblewrap gives when not told to keep them)
+    import diffucoder.execution.sandbox as sb
+
+    info = sb._probe("auto")
+    monkeypatch.setattr(sb, "_probe", lambda iso: sb.IsolationInfo(info.level, info.bwrap, False, "no uid drop"))
+    noisy = src("""
+        import os, signal
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM, signal.SIGCONT):
+            for pid in [int(x) for x in os.listdir('/proc') if x.isdigit() and int(x) != os.getpid()]:
+                try:
+                    os.kill(pid, s)
+                except OSError:
+                    pass
+        def add(a, b):
+            return a - b
+    """)
+    with SandboxPool(workers=1, config=SandboxConfig(timeout_s=3)) as p:
+        assert p.run_tests(GOOD, ["assert add(1, 2) == 3"]).passed
+        assert not any(p.run_tests(noisy, ["assert add(1, 2) == 3"]).passed for _ in range(3))
+        killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD
+        assert not p.run_tests(killer, ["assert add(1, 2) == 3"]).passed  # its zygote: the worker restarts
+        assert p.run_tests(GOOD, ["assert add(1, 2) == 3"]).passed
+        assert sandbox_processes(p) == 0

@@ -130,6 +130,39 @@ def install_no_fork() -> bool:
     return _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, _PROG_ADDR, 0, 0) == 0
 
 
+_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE", "SIGTSTP",
+            "SIGTTIN", "SIGTTOU", "SIGVTALRM", "SIGPROF", "SIGXFSZ", "SIGWINCH", "SIGURG", "SIGIO", "SIGTRAP",
+            "SIGCONT", "SIGPWR", "SIGSYS")
+
+
+def ignore_signals() -> None:
+    """Ignore every catchable signal a program could send (as the same uid, without root): the supervisor and the
+    program zygote. SIGKILL / SIGSTOP still end or stop them: a crash or timeout, never a pass."""
+    import signal
+
+    for name in _SIGNALS:
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+            except (OSError, ValueError, RuntimeError):
+                pass
+
+
+def default_signals() -> None:
+    """What a fresh interpreter has (the program's process inherits the zygote's ignored signals otherwise)."""
+    import signal
+
+    for name in _SIGNALS:
+        if hasattr(signal, name):
+            sig = getattr(signal, name)
+            handler = signal.default_int_handler if name == "SIGINT" else (
+                signal.SIG_IGN if name in ("SIGPIPE", "SIGXFSZ") else signal.SIG_DFL)
+            try:
+                signal.signal(sig, handler)
+            except (OSError, ValueError, RuntimeError):
+                pass
+
+
 def set_limits(memory_bytes: int | None, cpu_s: float, file_bytes: int, open_files: int,
                processes: int | None) -> None:
     cpu = max(1, int(cpu_s + 0.999))

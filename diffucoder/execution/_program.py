@@ -357,6 +357,7 @@ def child(spec: dict, fds: tuple[int, int, int, int]) -> None:
     req_r, rep_w, out_w, err_w = fds
     try:
         os.setsid()
+        _confine.default_signals()
         devnull = os.open("/dev/null", os.O_RDONLY)
         _confine.keep_fds({0: devnull, 1: out_w, 2: err_w, 3: req_r, 4: rep_w})
         os.chdir(spec["workdir"])

@@ -716,22 +716,6 @@ class _Sink:
         return False
 
 
-_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE", "SIGTSTP",
-            "SIGTTIN", "SIGTTOU", "SIGVTALRM", "SIGPROF", "SIGXFSZ", "SIGWINCH", "SIGURG", "SIGIO", "SIGTRAP",
-            "SIGCONT", "SIGPWR", "SIGSYS")
-
-
-def ignore_signals() -> None:
-    """Ignore every catchable signal the program could send (as the same uid, without root): set once in the
-    supervisor, which runs the tests. SIGKILL / SIGSTOP can still end or stop it: never a pass."""
-    for name in _SIGNALS:
-        if hasattr(signal, name):
-            try:
-                signal.signal(getattr(signal, name), signal.SIG_IGN)
-            except (OSError, ValueError, RuntimeError):
-                pass
-
-
 def run_here(job: dict, link: Link) -> Records:
     """Run one job's tests in this process (the supervisor) against the program behind ``link``.
 

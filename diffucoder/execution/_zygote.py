@@ -195,6 +195,7 @@ def _program_zygote(sock: socket.socket, no_fork: bool, workdir: str) -> None:
                        "PYTHONIOENCODING": "utf-8"})
     _confine.prctl(_confine.PR_SET_DUMPABLE, 0)
     _confine.prctl(_confine.PR_SET_CHILD_SUBREAPER, 1)
+    _confine.ignore_signals()
     while True:
         try:
             msg, fds = ctl.recv()
@@ -524,7 +525,7 @@ def main(cfg, token=""):
     if uid_t is not None and _readable_as(uid_t, uid_t):
         _confine.drop_to(uid_t, uid_t)
     _confine.prctl(_confine.PR_SET_DUMPABLE, 0)
-    _testside.ignore_signals()
+    _confine.ignore_signals()
     if no_fork:
         _confine.install_no_fork()
     state = {
