@@ -17,28 +17,28 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "evalplus"
-FILES = {"humaneval+": "HumanEvalPlus-v0.1.10.jsonl.gz", "humaneval+mini": "HumanEvalPlus-Mini-v0.1.10.jsonl.gz",
-         "mbpp+": "MbppPlus-v0.2.0.jsonl.gz"}
+MINI = "HumanEvalPlus-Mini-v0.1.10.jsonl.gz"  # not shipped: read from ../shared or --path
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", choices=("humaneval+", "mbpp+"), default="humaneval+")
-    ap.add_argument("--mini", action="store_true", help="HumanEval+ mini (fewer plus inputs)")
-    ap.add_argument("--path", type=Path, default=None)
+    ap.add_argument("--dataset", choices=("humaneval+", "mbpp+"), default="humaneval+", help="the benchmark")
+    ap.add_argument("--mini", action="store_true",
+                    help=f"HumanEval+ mini (fewer plus inputs; {MINI} from ../shared/data/evalplus or --path)")
+    ap.add_argument("--path", type=Path, default=None,
+                    help="the EvalPlus file (default: the release shipped with diffucoder)")
     ap.add_argument("--tasks", type=int, default=None, help="first N tasks only")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="sandbox workers")
     ap.add_argument("--max-data-mb", type=float, default=100.0,
                     help="skip tasks whose expected outputs exceed this (Mbpp/255: ~780 MB pickled, ~5 GB in memory "
                          "per process holding it)")
     args = ap.parse_args()
 
-    from diffucoder.evaluation.datasets import load_evalplus, read_jsonl
+    from diffucoder.evaluation.datasets import load_evalplus, read_jsonl, shipped_path
     from diffucoder.evaluation.evalplus_ref import agreement_samples, compare_with_evalplus
     from diffucoder.execution import SandboxPool
 
-    key = args.dataset + ("mini" if args.mini and args.dataset == "humaneval+" else "")
-    path = args.path or SHARED / FILES[key]
+    path = args.path or (SHARED / MINI if args.mini and args.dataset == "humaneval+" else shipped_path(args.dataset))
     ids = [r["task_id"] for r in read_jsonl(path)][: args.tasks] if args.tasks else None
     family = "humaneval" if args.dataset == "humaneval+" else "mbpp"
     # tasks whose cached expected outputs are huge are left out before loading them (see --max-data-mb)

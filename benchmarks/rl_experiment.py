@@ -9,7 +9,8 @@ solves only easy tasks: prompts it never solves give zero-variance groups. docs/
 From one SFT model, each estimator gets the same budget: the same optimizer steps, prompts, G completions per
 prompt, rollout settings and learning rate; and the same forward passes per completion where the estimator is
 random (coupled = one complementary pair + the full-mask pass = 3 passes; decoupled = 3 passes; d1 = 3 prompt
-masks averaged). ``full_mask`` is deterministic (1 pass: more would repeat it). Held-out pass@1 is measured on
+masks averaged; coupled_normalized = coupled's masks with weight 1, 3 passes, not in the default
+``--estimators`` list). ``full_mask`` is deterministic (1 pass: more would repeat it). Held-out pass@1 is measured on
 synthetic *test-split* tasks (combinations never seen in training) before and after, with the same decoding
 settings for every model; a completion passes when every test passes (code reward 1.0).
 
@@ -41,6 +42,7 @@ ESTIMATOR_SETTINGS: dict[str, dict[str, Any]] = {
     "decoupled": {"estimator": "decoupled", "num_mask_pairs": 1, "full_mask_pass": True},
     "full_mask": {"estimator": "full_mask"},
     "d1": {"estimator": "d1", "estimator_passes": 3, "prompt_mask_prob": 0.15},
+    "coupled_normalized": {"estimator": "coupled_normalized", "num_mask_pairs": 1, "full_mask_pass": True},
 }
 
 

@@ -21,6 +21,7 @@ stage (and the training stages themselves resume from their last checkpoint). ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -96,11 +97,32 @@ class DemoSettings:
     """torch CPU threads (None: torch's default; 1 helps on a machine busy with other work)."""
 
     def __post_init__(self) -> None:
+        from diffucoder.errors import InputError
+
         for name in ("sft_tiers", "rl_tiers"):
             try:
                 check_tiers(getattr(self, name))
             except ValueError as e:
-                raise ValueError(f"{name}={getattr(self, name)!r}: {e}") from None
+                raise InputError(f"{name}={getattr(self, name)!r}: {e}") from None
+        at_least_zero = {"eval_samples"}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            low = 0 if f.name in at_least_zero or "temperature" in f.name else None
+            if low is not None and v < low:
+                raise InputError(f"demo setting {f.name} must be >= {low}, got {v}")
+            if low is None and isinstance(v, int) and v < 1:
+                raise InputError(f"demo setting {f.name} must be >= 1, got {v}")
+            if low is None and isinstance(v, float) and not v > 0:
+                raise InputError(f"demo setting {f.name} must be > 0, got {v}")
+        if self.sft_max_length < 8 or self.pretrain_seq_len < 8:
+            raise InputError("demo settings sft_max_length and pretrain_seq_len must be >= 8")
+        from diffucoder.tokenizer import SPECIAL_TOKENS
+
+        if self.vocab_size < 256 + len(SPECIAL_TOKENS):
+            raise InputError(f"demo setting vocab_size must be >= {256 + len(SPECIAL_TOKENS)} (256 bytes + the "
+                             f"special tokens), got {self.vocab_size}")
 
 
 QUICK = DemoSettings()
@@ -117,13 +139,15 @@ class Demo:
     """One demo run folder; each ``stage_*`` method is idempotent given its ``stages/<name>.json`` marker."""
 
     def __init__(self, run_dir: str | Path, settings: DemoSettings, seed: int = 0, progress: bool = True,
-                 log: Callable[[str], None] = print) -> None:
-        self.dir = Path(run_dir)
+                 log: Callable[[str], None] = print, allow_config_change: bool = False) -> None:
+        from diffucoder.rundir import check_run_dir
+
+        self.dir = check_run_dir(run_dir, "demo run folder")
         self.s = settings
         self.seed = seed
         self.progress = progress
         self.log = log
-        (self.dir / "stages").mkdir(parents=True, exist_ok=True)
+        self.allow_config_change = allow_config_change
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
     def marker(self, stage: str) -> Path:
@@ -134,23 +158,29 @@ class Demo:
         return json.loads(m.read_text()) if m.is_file() else None
 
     def finish(self, stage: str, info: dict[str, Any]) -> dict[str, Any]:
-        tmp = self.marker(stage).with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2, default=str))
-        tmp.replace(self.marker(stage))
+        from diffucoder.errors import write_text_atomic
+
+        write_text_atomic(self.marker(stage), json.dumps(info, indent=2, default=str))
         return info
 
-    def check_settings(self) -> None:
-        """Refuse to resume a run folder made with other settings (its stages would not fit together)."""
+    def settings_record(self) -> dict[str, Any]:
+        return json.loads(json.dumps({"settings": asdict(self.s), "seed": self.seed}))
+
+    def check_settings(self) -> list:
+        """Refuse to resume a run folder made with other settings (its stages would not fit together), naming
+        the changed settings, unless ``allow_config_change``; returns the accepted changes. Writes nothing."""
+        from diffucoder.rundir import check_changes, config_changes, read_saved
+
         f = self.dir / "demo_settings.json"
-        mine = {"settings": asdict(self.s), "seed": self.seed}
-        mine = json.loads(json.dumps(mine))
-        if f.is_file():
-            theirs = json.loads(f.read_text())
-            if theirs != mine:
-                raise ValueError(f"{self.dir} holds a demo run with other settings ({f}); use another --run-dir "
-                                 f"or delete it")
-        else:
-            f.write_text(json.dumps(mine, indent=2))
+        theirs = read_saved(f)
+        if theirs is None:
+            return []
+        changes = config_changes(theirs, self.settings_record(), ("settings.threads",),
+                                 defaults={"settings": asdict(DemoSettings()), "seed": 0})
+        nothing_done = not any(self.done(st) for st in STAGES)  # an attempt that finished no stage
+        check_changes(changes, self.dir, f, allow=self.allow_config_change or nothing_done, what="demo run",
+                      allow_hint="--allow-config-change (finished stages are kept; later ones use the new settings)")
+        return changes
 
     def _autocast(self) -> Any:
         import contextlib
@@ -185,7 +215,7 @@ class Demo:
                   f"runtime.precision={self.s.precision}", f"optim.max_minutes={self.s.stage_minutes_cap}",
                   f"logging.progress={str(self.progress).lower()}", "checkpoint.keep_last=1"]
         cfg = load_config(None, common + overrides)
-        r = train(cfg)
+        r = train(cfg, allow_config_change=self.allow_config_change)
         return {"path": str(r.final_path), "steps": r.steps, "tokens": r.tokens_seen, "final_loss": r.final_loss,
                 "eval": r.eval, "unigram_baseline": r.unigram_baseline, "seconds": r.elapsed_s,
                 "metrics": str(self.dir / name / "metrics.jsonl")}
@@ -307,7 +337,7 @@ class Demo:
             "diffusion_steps": s.eval_steps, "temperature": s.rl_temperature, "save_steps": max(1, s.rl_steps // 2),
             "disable_tqdm": not self.progress, "device": "cpu", "resume_from_checkpoint": "latest",
         })
-        r = train_grpo(cfg)
+        r = train_grpo(cfg, allow_config_change=self.allow_config_change)
         return {"path": str(r.final_model_dir) if r.final_model_dir else None, "steps": r.steps,
                 "counters": r.counters, "metrics": str(r.output_dir / "log.jsonl"),
                 "stopped_early": r.stopped_early}
@@ -321,12 +351,24 @@ class Demo:
     def stage_report(self) -> dict:
         from diffucoder.demo_report import write_report
 
-        path = write_report(self)
+        stages = {name: self.done(name) or {} for name in STAGES if name != "report"}
+        path = write_report(self.dir, stages, sft_loss_weighting=self.s.sft_loss_weighting)
         return {"report": str(path)}
 
     # -- driver ---------------------------------------------------------------------------------------------
     def run(self, stop_after: str | None = None) -> dict[str, Any]:
-        self.check_settings()
+        from diffucoder.errors import InputError, write_text_atomic
+        from diffucoder.rundir import log_changes
+
+        if stop_after is not None and stop_after not in STAGES:
+            raise InputError(f"stop_after {stop_after!r} is not a stage; stages: {', '.join(STAGES)}")
+        changes = self.check_settings()
+        (self.dir / "stages").mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.dir / "demo_settings.json", json.dumps(self.settings_record(), indent=2))
+        log_changes(self.dir, changes, "demo resume")
+        finished = [st for st in STAGES if self.done(st) is not None]
+        if finished:
+            self.log(f"[demo] resuming {self.dir}: finished stages {', '.join(finished)}")
         if self.s.threads:
             import torch
 
@@ -375,27 +417,33 @@ def apply_overrides(settings: DemoSettings, pairs: list[str]) -> DemoSettings:
     a value of the wrong type is a ValueError that names it."""
     import typing
 
-    from diffucoder.training.config import check_value, parse_value
+    import difflib
+
+    from diffucoder.errors import InputError
+    from diffucoder.settings import SettingsError, check_value, parse_value
 
     hints = typing.get_type_hints(DemoSettings)
     changes: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = (part.strip() for part in pair.partition("="))
         if not sep:
-            raise ValueError(f"demo setting {pair!r}: expected KEY=VALUE")
+            raise InputError(f"demo setting {pair!r}: expected KEY=VALUE (e.g. --set sft_steps=2400)")
         if key not in hints:
-            raise ValueError(f"unknown demo setting {key!r}; valid: {', '.join(hints)}")
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"unknown demo setting {key!r}{hint}; valid: {', '.join(hints)}")
         try:
             changes[key] = check_value(None if text.lower() == "none" else parse_value(text), hints[key], key)
-        except ValueError as e:
-            raise ValueError(f"demo setting {key}={text!r}: {e}") from None
+        except SettingsError as e:
+            raise InputError(f"--set {key}={text}: {e}") from None
     return replace(settings, **changes)
 
 
 def run_demo(run_dir: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
-             stop_after: str | None = None, **overrides: Any) -> dict[str, Any]:
+             stop_after: str | None = None, allow_config_change: bool = False, **overrides: Any) -> dict[str, Any]:
     settings = replace(QUICK if quick else FULL, **overrides)
-    return Demo(run_dir, settings, seed=seed, progress=progress).run(stop_after=stop_after)
+    return Demo(run_dir, settings, seed=seed, progress=progress,
+                allow_config_change=allow_config_change).run(stop_after=stop_after)
 
 
 __all__ = ["Demo", "DemoSettings", "FULL", "QUICK", "STAGES", "apply_overrides", "pass_at_k_by_tier", "run_demo",

@@ -1,16 +1,17 @@
-"""``report.md`` and its PNG plots for a demo run folder (see :mod:`diffucoder.demo`)."""
+"""``report.md`` and its PNG plots for a demo run folder (see :mod:`diffucoder.demo`).
+
+Data flows one way: the demo calls :func:`write_report` with its folder and the records of its finished stages;
+this module knows nothing of the demo itself.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from diffucoder.analysis.plots import _plt
-
-if TYPE_CHECKING:  # pragma: no cover
-    from diffucoder.demo import Demo
 
 
 def _read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -105,10 +106,13 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
 
 
-def write_report(demo: "Demo") -> Path:
-    d = demo.dir
-    s = {name: demo.done(name) or {} for name in ("tokenizer", "pretrain", "sft", "eval_sft", "analysis", "rl",
-                                                  "eval_rl")}
+def write_report(run_dir: str | Path, stages: dict[str, dict[str, Any]], sft_loss_weighting: str = "elbo") -> Path:
+    """Write ``run_dir/report.md`` (and ``run_dir/plots/*.png``) from the stage records ``stages`` (name ->
+    the stage's ``stages/<name>.json`` contents, ``{}`` for a stage not run); ``sft_loss_weighting`` names the
+    SFT objective ("elbo" or "none"). Returns the report's path."""
+    d = Path(run_dir)
+    s = {name: stages.get(name) or {} for name in ("tokenizer", "pretrain", "sft", "eval_sft", "analysis", "rl",
+                                                    "eval_rl")}
     plots = d / "plots"
     plots.mkdir(exist_ok=True)
     lines = ["# diffucoder demo report", ""]
@@ -119,7 +123,7 @@ def write_report(demo: "Demo") -> Path:
               "| stage | steps | tokens | objective | final train loss | held-out masked CE | unigram CE | time |",
               "|---|---|---|---|---|---|---|---|"]
     elbo = "ELBO (1/t-weighted CE)"
-    objective = {"pretrain": elbo, "sft": elbo if demo.s.sft_loss_weighting == "elbo" else "masked CE"}
+    objective = {"pretrain": elbo, "sft": elbo if sft_loss_weighting == "elbo" else "masked CE"}
     for name in ("pretrain", "sft"):
         r = s[name]
         if not r:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffucoder.errors import InputError
+
 # Names of the special tokens (Qwen2.5 + Dream + DiffuCoder-Instruct).
 EOS_TOKEN = "<|endoftext|>"
 IM_START_TOKEN = "<|im_start|>"
@@ -47,8 +49,12 @@ CHAT_TEMPLATE = (
 )
 
 
-class TokenizerError(ValueError):
+class TokenizerError(InputError):
     """A tokenizer file that cannot serve a diffusion model (e.g. no [MASK] token)."""
+
+
+class TokenizerNotFoundError(TokenizerError, FileNotFoundError):
+    """No tokenizer.json where one was expected."""
 
 
 @dataclass
@@ -179,9 +185,11 @@ def load_tokenizer(path: str | Path, require_mask: bool = True) -> DiffuTokenize
     from tokenizers import Tokenizer
 
     path = Path(path)
+    if not path.exists():
+        raise TokenizerNotFoundError(f"{path}: no such tokenizer file or folder")
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: tokenizer.json not found")
+        raise TokenizerNotFoundError(f"{path}: this folder has no tokenizer.json")
     try:
         backend = Tokenizer.from_file(str(file))
     except Exception as e:  # tokenizers raises a bare Exception subclass

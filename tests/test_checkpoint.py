@@ -122,7 +122,7 @@ def test_missing_config_names_the_file(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(CheckpointError, match=r"config\.json: missing"):
         DreamModel.from_pretrained(tmp_path / "c")
-    with pytest.raises(CheckpointError, match="no such directory"):
+    with pytest.raises(CheckpointError, match="nope: no such checkpoint folder"):
         DreamModel.from_pretrained(tmp_path / "nope")
 
 

@@ -62,9 +62,47 @@ def test_unknown_keys_are_rejected_with_the_valid_ones(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  learning_rate: 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['learning_rate'\]; valid keys: \['steps'"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key\(s\) \['optim.learning_rate'\] in optim; valid keys: "
+                                          r"\['steps'"):
         load_config(bad)
     with pytest.raises(ConfigError, match="not one of"):
         load_config(None, ["diffusion.normalization=per_row"])
     with pytest.raises(ConfigError, match="expected an integer"):
         load_config(None, ["optim.steps=ten"])
+
+
+def test_errors_name_the_override_or_the_file_that_holds_the_bad_value(tmp_path):
+    """A bad value from the command line is blamed on the override as typed, one from the file on the file."""
+    from diffucoder.training import ConfigError, load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  lr: fast\n  steps: 10\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert str(e.value) == f"{cfg}: optim.lr: expected a number, got 'fast'"
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg, ["optim.lr=abc"])
+    assert str(e.value) == "optim.lr: expected a number, got 'abc' (from the override optim.lr=abc)"
+    with pytest.raises(ConfigError) as e:  # a validate() error is attributed through the keys it names
+        load_config(cfg, ["optim.lr=1e-3", "optim.steps=0"])
+    assert str(e.value) == "optim.steps must be >= 1, got 0 (from the override optim.steps=0)"
+    with pytest.raises(ConfigError, match=r"did you mean 'lr'\?.*\(from the override optim.lrr=1\)"):
+        load_config(cfg, ["optim.lr=1e-3", "optim.lrr=1"])
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ConfigError, match="is a folder, expected a config file"):
+        load_config(tmp_path / "d")
+    (tmp_path / "l1.yaml").write_bytes("seed: 1 # d\xe9j\xe0\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"l1.yaml: config file is not UTF-8 text .*line 1"):
+        load_config(tmp_path / "l1.yaml")
+
+
+def test_rl_overrides_are_type_checked_and_attributed(tmp_path):
+    from diffucoder.rl import GRPOConfig, RLConfigError
+
+    with pytest.raises(RLConfigError) as e:
+        GRPOConfig.from_yaml(ROOT / "configs" / "rl_synthetic_cpu.yaml", ["max_steps=two"])
+    assert str(e.value) == "max_steps: expected an integer, got 'two' (from the override max_steps=two)"
+    with pytest.raises(RLConfigError, match=r"did you mean 'max_steps'"):
+        GRPOConfig.from_yaml(ROOT / "configs" / "rl_synthetic_cpu.yaml", ["max_stepz=2"])
+    with pytest.raises(RLConfigError, match=r"^beta must be >= 0, got -1.0 \(from the override beta=-1\)$"):
+        GRPOConfig.from_yaml(ROOT / "configs" / "rl_synthetic_cpu.yaml", ["beta=-1"])

@@ -43,10 +43,13 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     from dataclasses import replace
 
     Demo(run, replace(QUICK, **TINY), progress=False, log=logs.append).run()
-    assert all("already done" in line for line in logs) and len(logs) == len(STAGES)
+    assert logs[0] == f"[demo] resuming {run}: finished stages {', '.join(STAGES)}"
+    assert all("already done" in line for line in logs[1:]) and len(logs) == len(STAGES) + 1
 
-    with pytest.raises(ValueError, match="other settings"):
+    settings_before = (run / "demo_settings.json").read_bytes()
+    with pytest.raises(ValueError, match=r"other settings .*settings\.sft_steps: 2 -> 3.*--allow-config-change"):
         run_demo(run, quick=True, progress=False, **{**TINY, "sft_steps": 3})
+    assert (run / "demo_settings.json").read_bytes() == settings_before, "a refused run changes nothing"
 
 
 def test_setting_overrides_are_typed_and_checked():
@@ -56,9 +59,10 @@ def test_setting_overrides_are_typed_and_checked():
                                "pretrain_stdlib_files=200", "analysis_temperatures=0.2,1.0", "threads=none"])
     assert (s.sft_steps, s.sft_lr, s.synthetic_questions, s.pretrain_stdlib_files) == (2400, 2e-3, False, 200)
     assert s.analysis_temperatures == (0.2, 1.0) and s.threads is None and s.vocab_size == FULL.vocab_size
-    with pytest.raises(ValueError, match="unknown demo setting 'sft_stpes'; valid: .*sft_steps"):
+    with pytest.raises(ValueError, match=r"unknown demo setting 'sft_stpes' \(did you mean 'sft_steps'\?\); valid: "
+                                         r".*sft_steps"):
         apply_overrides(FULL, ["sft_stpes=3"])
-    with pytest.raises(ValueError, match="sft_steps='many'"):
+    with pytest.raises(ValueError, match="--set sft_steps=many: sft_steps: expected an integer, got 'many'"):
         apply_overrides(FULL, ["sft_steps=many"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         apply_overrides(FULL, ["sft_steps"])
@@ -66,5 +70,10 @@ def test_setting_overrides_are_typed_and_checked():
     with pytest.raises(ValueError, match="sft_tiers=.*'expert'"):
         apply_overrides(FULL, ["sft_tiers=easy,expert"])
     assert apply_overrides(FULL, ["rl_tiers=medium"]).rl_tiers == ("medium",)
+    with pytest.raises(ValueError, match="sft_steps must be >= 1, got -5"):
+        apply_overrides(FULL, ["sft_steps=-5"])
+    with pytest.raises(ValueError, match="sft_lr must be > 0"):
+        apply_overrides(FULL, ["sft_lr=0"])
+    assert apply_overrides(FULL, ["eval_samples=0"]).eval_samples == 0
     with pytest.raises(ValueError, match="rl_tiers=.*'expert'"):
         apply_overrides(FULL, ["rl_tiers=expert"])

@@ -196,8 +196,168 @@ def test_variance_benchmark_runs_and_budgets_match(tmp_path, capsys):
                      "--ref-grid", "2", "--ref-per-t", "2", "--boot", "5", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     names = [r["estimator"] for r in res["rows"]]
-    assert names == ["coupled(l=1)", "decoupled(l=1)", "d1(p=0.15,x2)", "full_mask"]
+    assert names == ["coupled(l=1)", "decoupled(l=1)", "coupled_normalized(l=1)", "d1(p=0.15,x2)", "full_mask"]
     fm = res["rows"][-1]
     assert fm["tok_sd"] == 0.0, "full_mask is deterministic"
+    assert abs(fm["own_bias"]) < 1e-5, "full_mask's expectation is the exact full-mask pass"
+    assert res["rows"][3]["own_bias"] is None, "d1's expectation is not derived from the clean-prompt means"
     assert all(0.0 <= r["tok_sd_lo"] <= r["tok_sd_hi"] and r["seq_sd_lo"] <= r["seq_sd_hi"] for r in res["rows"])
     assert "tok_sd" in capsys.readouterr().out
+
+
+# -- coupled_normalized ----------------------------------------------------------------------------------------
+class _ContextModel(torch.nn.Module):
+    """A stand-in with Dream's scoring interface (``config.shift_logits``, ``model(xt, attn) -> (N, L, H)``,
+    ``lm_head``) for a two-token completion ``x = [A, A]`` after a one-token prompt.
+
+    log p(A at completion position j) is -3 when the other completion position holds [MASK] and -1 when it
+    holds its token, whatever is at j itself. The hidden state is the log-probability vector
+    ``[lp, log(1 - e^lp), -1e4]`` over the vocabulary {A, B, MASK} and the head is the identity, so the
+    log-softmax returns lp exactly. With the AR shift, output i predicts token i + 1.
+    """
+
+    A, B, MASK = 0, 1, 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(shift_logits=True)
+        self.lm_head = torch.nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.lm_head.weight.copy_(torch.eye(3))
+        self.model = self._backbone
+
+    def _backbone(self, xt: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        N, L = xt.shape  # L = 3: prompt, c0, c1
+        other_masked = torch.stack([xt[:, 2], xt[:, 1]], 1) == self.MASK  # (N, 2): for c0 look at c1 and back
+        lp = torch.where(other_masked, torch.tensor(-3.0), torch.tensor(-1.0))  # (N, 2)
+        h = torch.zeros(N, L, 3)
+        vec = torch.stack([lp, torch.log1p(-lp.exp()), torch.full_like(lp, -1e4)], -1)  # (N, 2, 3)
+        h[:, 0:2] = vec  # shift: output 0 predicts c0 (position 1), output 1 predicts c1 (position 2)
+        return h
+
+
+def test_coupled_normalized_by_hand():
+    """Expectations worked out for _ContextModel (c(tau) = -1 - 2 tau, see draw_mask_plan's docstring).
+
+    c(tau) = E[logp_j | j masked at ratio tau] = (1 - tau) * (-1) + tau * (-3) = -1 - 2 tau.
+    coupled_normalized, no full pass: E[est | t] = t c(t) + (1 - t) c(1 - t); over t ~ U(0.2, 0.8),
+      E[t^2] = Var + mean^2 = 0.6^2 / 12 + 0.25 = 0.28 = E[(1 - t)^2], so
+      E = -t - 2t^2 - (1 - t) - 2(1 - t)^2 -> -1 - 2 * 0.56 = -2.12
+      (= E_q c(tau) with q(tau) = 2 tau / 0.6: E_q tau = 0.56). With the full pass: (c(1) + Q) / 2
+      = (-3 - 2.12) / 2 = -2.56.
+    coupled (1/t weights): E[est | t] = c(t) + c(1 - t) = -4 for every t: twice a log-probability.
+    And the uniform-t mean m = E_U c(t) = -2, so Q - m = -0.12 = 2 Cov(t, c(t)) = -4 Var(t) = -4 * 0.03.
+    """
+    model = _ContextModel()
+    B = 20000
+    ids = torch.tensor([[1, 0, 0]]).repeat(B, 1)  # prompt B, completion A A
+    pm = torch.ones(B, 1)
+    out = {}
+    with torch.no_grad():
+        for name, full in (("coupled_normalized", False), ("coupled_normalized", True), ("coupled", False)):
+            plan = draw_mask_plan(EstimatorConfig(name, full_mask_pass=full), pm, 2, generator=gen(21))
+            out[name, full] = (plan, estimate_logp(model, ids, None, plan, _ContextModel.MASK))
+    plan, est = out["coupled_normalized", False]
+    # per draw: the token's value is the one pass that masks it: -3 if that pass also masks the other token
+    M = plan.is_masked[0, :, 1:]  # (B, 2) first half of the pair
+    same_half = M[:, 0] == M[:, 1]  # both tokens in the same half -> each sees the other masked
+    expected = torch.where(same_half, -3.0, -1.0)[:, None].expand(B, 2)
+    torch.testing.assert_close(est.logp, expected)
+    torch.testing.assert_close(plan.weights.sum(0), torch.ones(B, 2))  # weights sum to 1 per token, every draw
+    se = float(est.logp.std()) / (2 * B) ** 0.5  # ~0.007
+    assert abs(float(est.logp.mean()) - (-2.12)) < 5 * se
+    _, est_full = out["coupled_normalized", True]
+    assert abs(float(est_full.logp.mean()) - (-2.56)) < 5 * se
+    plan_c, est_c = out["coupled", False]
+    assert torch.equal(plan_c.is_masked, plan.is_masked), "same generator -> the same complementary masks"
+    se_c = float(est_c.logp.std()) / (2 * B) ** 0.5
+    assert abs(float(est_c.logp.mean()) - (-4.0)) < 5 * se_c
+
+
+def test_coupled_normalized_plan_structure():
+    B, Lp, Lc = 3, 4, 23
+    pm = torch.ones(B, Lp)
+    cfg = EstimatorConfig("coupled_normalized", num_pairs=2)
+    assert cfg.passes == EstimatorConfig("coupled", num_pairs=2).passes == 5
+    plan = draw_mask_plan(cfg, pm, Lc, generator=gen(4))
+    ref = draw_mask_plan(EstimatorConfig("coupled", num_pairs=2), pm, Lc, generator=gen(4))
+    assert torch.equal(plan.is_masked, ref.is_masked) and torch.equal(plan.t, ref.t)
+    # weight 1/(lambda+1) on every pass that masks the token: full pass + one pass of each pair
+    torch.testing.assert_close(plan.weights, plan.is_masked[:, :, Lp:].float() / 3)
+    torch.testing.assert_close(plan.weights.sum(0), torch.ones(B, Lc))
+    # a non-maskable position gets no weight
+    maskable = torch.ones(B, Lc, dtype=torch.bool)
+    maskable[:, -3:] = False
+    p2 = draw_mask_plan(cfg, pm, Lc, generator=gen(4), completion_maskable=maskable)
+    assert float(p2.weights[:, :, -3:].abs().sum()) == 0.0
+    torch.testing.assert_close(p2.weights[:, :, :-3].sum(0), torch.ones(B, Lc - 3))
+
+
+# -- the lean scorer equals the full-logits computation ---------------------------------------------------------
+def _pair_models(shift: bool, tied: bool, seed: int) -> tuple[DreamModel, DreamModel]:
+    torch.manual_seed(seed)  # test-only: model init
+    cfg = DreamConfig.preset("tiny", vocab_size=V, mask_token_id=MASK, shift_logits=shift, tie_word_embeddings=tied)
+    a = DreamModel(cfg)
+    b = DreamModel(cfg, init_weights=False)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("shift,tied,chunk", [(True, True, 1024), (True, False, 5), (False, True, 7)])
+def test_lean_scorer_equal_values_and_gradients(shift, tied, chunk):
+    """completion_token_logp (head at completion positions, chunked log-softmax recomputed in backward) gives the
+    GRPO loss and every parameter gradient of the full-logits computation, to fp32 rounding; padded rows, a
+    prompt-masking estimator (d1) and chunk sizes that split rows included."""
+    from diffucoder.diffusion.estimators import completion_token_logp, full_logits_token_logp
+    from diffucoder.rl.loss import grpo_loss
+
+    lean, full = _pair_models(shift, tied, seed=3)
+    g = gen(8)
+    B, Lp, Lc = 3, 6, 9
+    ids = torch.randint(0, MASK, (B, Lp + Lc), generator=g)
+    attn = torch.ones(B, Lp + Lc, dtype=torch.long)
+    attn[0, :2] = 0  # left padding
+    adv = torch.tensor([1.0, -0.5, -0.5])
+    cmask = torch.ones(B, Lc)
+    cmask[1, 6:] = 0
+    for name in ("coupled", "d1"):
+        plan = draw_mask_plan(EstimatorConfig(name, num_passes=2 if name == "d1" else None), attn[:, :Lp], Lc,
+                              generator=gen(9))
+        losses = []
+        for model, fn in ((lean, lambda x, y, lp, a: completion_token_logp(lean, x, y, lp, a, chunk_tokens=chunk)),
+                          (full, lambda x, y, lp, a: full_logits_token_logp(full, x, y, lp, a))):
+            model.zero_grad(set_to_none=True)
+            est = estimate_logp(model, ids, attn, plan, MASK, logp_fn=fn)
+            old = est.logp.detach() - 0.3 * torch.rand(B, Lc, generator=gen(1))  # ratios away from 1 (some clipped)
+            out = grpo_loss(est.logp, old, adv, cmask, ref_logp=old + 0.1, beta=0.05, epsilon_low=0.2)
+            out.loss.backward()
+            losses.append((est.logp.detach(), out.loss.detach(), out.clipped_tokens))
+        torch.testing.assert_close(losses[0][0], losses[1][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(losses[0][1], losses[1][1], atol=1e-6, rtol=1e-5)
+        assert losses[0][2] == losses[1][2] and losses[0][2] > 0
+        for (n, pa), (_, pb) in zip(lean.named_parameters(), full.named_parameters()):
+            torch.testing.assert_close(pa.grad, pb.grad, atol=1e-6, rtol=1e-4, msg=f"{name}: gradient of {n}")
+
+
+def test_chunked_target_logp_under_bf16_autocast():
+    """Under autocast the head's matmul runs in bf16 as nn.Linear's would; the statistics stay fp32."""
+    from diffucoder.diffusion.estimators import chunked_target_logp
+
+    g = gen(2)
+    h = torch.randn(2, 5, 16, generator=g, requires_grad=True)
+    w = torch.randn(40, 16, generator=g, requires_grad=True)
+    y = torch.randint(0, 40, (2, 5), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lean = chunked_target_logp(h, w, y, chunk_tokens=3)
+        ref = torch.log_softmax((h @ w.t()).float(), -1).gather(-1, y[..., None])[..., 0]
+    assert lean.dtype == torch.float32
+    torch.testing.assert_close(lean, ref, atol=1e-3, rtol=1e-3)
+    (gl_h, gl_w) = torch.autograd.grad(lean.sum(), (h, w))
+    (gr_h, gr_w) = torch.autograd.grad(ref.sum(), (h, w))
+    assert gl_w.dtype == w.dtype
+    torch.testing.assert_close(gl_h, gr_h, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(gl_w, gr_w, atol=2e-2, rtol=2e-2)
+    with pytest.raises(ValueError, match="disagree"):
+        chunked_target_logp(h, w, y[:, :3])

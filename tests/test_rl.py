@@ -196,9 +196,17 @@ def test_equal_rewards_and_nonfinite_updates_do_not_crash(tiny_setup, tmp_path):
     batch.advantages[0] = 0.0
     upd = tr._update(batch, 1)
     assert upd["skipped"] == 0.0 and math.isfinite(upd["grad_norm"])
+    # a finite loss whose gradient is not: caught from the gradient norm, nothing changes
+    batch.advantages[0] = 1.0
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    hook = tr.model.model.norm.weight.register_hook(lambda g: g * float("inf"))
+    upd = tr._update(batch, 1)
+    hook.remove()
+    assert upd["skipped"] == 1.0 and upd["loss"] == upd["loss"] and tr.counters["nonfinite_skipped_steps"] == 2
+    assert all(torch.equal(v, before[k]) for k, v in tr.model.state_dict().items())
 
 
-@pytest.mark.parametrize("estimator", ["decoupled", "full_mask", "d1"])
+@pytest.mark.parametrize("estimator", ["decoupled", "full_mask", "d1", "coupled_normalized"])
 def test_other_estimators_train(tiny_setup, tmp_path, estimator):
     from diffucoder.rl import train_grpo
 
@@ -268,6 +276,26 @@ def test_code_rewards_through_the_sandbox_pool(tiny_setup, tmp_path):
         tr.close()
 
 
+def test_bucketed_all_reduce_packs_tensors_and_restores_them():
+    from diffucoder.rl.trainer import all_reduce_bucketed
+
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(s, generator=g) for s in [(3, 4), (5,), (2, 2, 2), (100,), (1,)]] + [torch.ones(2).double()]
+    expected = [2 * t for t in grads]
+    calls = []
+
+    def double_(t):  # stands in for a SUM all-reduce over two identical ranks
+        calls.append(t.numel())
+        t.mul_(2)
+
+    # 120-byte buckets of fp32: [12 + 5 + 8 = 25 floats], [100 floats alone: larger than a bucket], [1], [fp64 2]
+    n = all_reduce_bucketed(grads, double_, bucket_bytes=120)
+    assert n == len(calls) == 4 and calls == [25, 100, 1, 2]
+    for a, b in zip(grads, expected):
+        assert torch.equal(a, b)
+    assert all_reduce_bucketed([], double_) == 0
+
+
 def test_lr_schedule_warmup_then_cosine_to_floor():
     from diffucoder.rl.trainer import lr_factor
 
@@ -279,3 +307,25 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert f[6] == pytest.approx(0.55) and all(a >= b for a, b in zip(f[1:], f[2:])) and f[-1] > 0.1
     c2 = GRPOConfig(max_steps=4, lr_scheduler_type="constant", num_generations=2, per_device_train_batch_size=2)
     assert [lr_factor(s, c2) for s in range(4)] == [1.0] * 4
+
+
+def test_grpo_memory_benchmark_variants_compute_the_same_step():
+    """benchmarks/grpo_memory.py: the 'before' (full logits) and 'after' (lean) variants give the same loss and
+    gradient norm on a shrunken model, and report their phases."""
+    import argparse
+
+    from conftest import load_benchmark
+
+    mod = load_benchmark("grpo_memory")
+    figs = {}
+    for variant in ("before", "after"):
+        args = argparse.Namespace(variant=variant, layers=1, vocab=300, rows=2, prompt=12, completion=6,
+                                  gradient_checkpointing=True, threads=1)
+        figs[variant] = mod.run_variant(args)
+    b, a = figs["before"], figs["after"]
+    for key in ("score_s", "score_peak_gib", "train_s", "train_peak_gib", "train_extra_gib"):
+        assert key in a and a[key] >= 0
+    assert a["finite"] == b["finite"] == 1.0
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert a["tokens"] == 3 * 2 * 18

@@ -321,3 +321,25 @@ def test_categorical_draw_matches_the_distribution():
     # unnormalised rows work too (only ratios matter)
     ids2 = categorical_draw(torch.tensor([[0.0, 2.0, 0.0]]).repeat(100, 1), _gen(1))
     assert (ids2 == 1).all()
+
+
+def test_top_k_fast_path_equals_the_full_vocabulary_computation():
+    """sample_tokens computes a top-k step on the (N, k) kept logits; tokens (sampled ones with the same
+    uniforms), confidences and chosen probabilities equal the reference's full-vocabulary computation, also for
+    forbidden maxima, tied logits across the cut and top-p nuclei smaller than k."""
+    from diffucoder.sampling.policies import _sample_full, _sample_top_k
+
+    g = torch.Generator().manual_seed(0)
+    for V_ in (100, 700):
+        x = torch.randn(300, V_, generator=g) * 3
+        x[:30, 5] = 100.0  # the forbidden id is the maximum
+        x[30:40, :3] = x[30:40, 3:4] + 50  # ties at the top
+        x[40:50, 10:20] = x[40:50, 9:10]  # ties across the cut
+        for alg in ("maskgit_plus", "topk_margin", "entropy"):
+            for temp, top_p in ((0.0, None), (0.0, 0.95), (0.7, 0.95), (1.0, None)):
+                for k in (1, 2, 50):
+                    a = _sample_full(x, alg, temp, top_p, k, torch.Generator().manual_seed(1), (5,), False)
+                    b = _sample_top_k(x, alg, temp, top_p, k, torch.Generator().manual_seed(1), (5,))
+                    assert torch.equal(a.tokens, b.tokens), (V_, alg, temp, top_p, k)
+                    torch.testing.assert_close(b.confidence, a.confidence, rtol=0, atol=1e-5)
+                    torch.testing.assert_close(b.chosen_prob, a.chosen_prob, rtol=0, atol=1e-5)

@@ -300,6 +300,30 @@ def test_step_callback_returning_true_aborts():
     assert (out.sequences == MASK).any()
 
 
+@pytest.mark.parametrize("use_cache", [None, "dual"])
+def test_step_callback_can_stop_single_rows(use_cache):
+    """A server's row that met a stop sequence or lost its client: stopped rows keep what they had settled,
+    become pad after it and leave the forward passes; the other rows decode as if alone."""
+    m = _model(seed=10)
+    rows, batch, am = _left_padded([4, 5, 3], seed=11)
+    P = batch.shape[1]
+    kw = dict(max_new_tokens=12, block_length=4, alg="entropy", threshold=0.3, use_cache=use_cache, **GREEDY)
+
+    def stop_row_1(e):
+        return torch.tensor([False, e.step >= 2, False])
+
+    out = diffusion_generate(m, batch, attention_mask=am, step_callback=stop_row_1, return_dict_in_generate=True,
+                             **kw)
+    free = diffusion_generate(m, batch, attention_mask=am, return_dict_in_generate=True, **kw)
+    for i in (0, 2):
+        alone = diffusion_generate(m, rows[i][None], **kw)
+        assert torch.equal(out.sequences[i, P:], alone[0, len(rows[i]):])
+    never = out.trace.reveal_step[1, P:] < 0  # what row 1 had not revealed when it was stopped
+    assert never.any() and (out.sequences[1, P:][never] == PAD).all() and not (out.sequences == MASK).any()
+    assert (out.trace.reveal_step[1] <= 2).all(), "a stopped row reveals nothing more"
+    assert out.trace.extra["positions_computed"] < free.trace.extra["positions_computed"]
+
+
 # -- per-row settings -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("use_cache", [None, "dual"])
 def test_rows_with_their_own_settings_decode_as_alone(use_cache):

@@ -53,8 +53,8 @@ def test_generate_show_renders_the_canvas(ckpt, capsys):
 
 def test_generate_bad_input_is_a_clear_error(ckpt, capsys):
     rc = main(["generate", "--model", str(ckpt), "--prompt", "x", "--steps", "0"])
-    assert rc == 1
-    assert "steps must be" in capsys.readouterr().err
+    assert rc == 2
+    assert "argument --steps: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_analyze_writes_json_and_plots(ckpt, tmp_path, capsys):
@@ -77,7 +77,7 @@ def test_analyze_writes_json_and_plots(ckpt, tmp_path, capsys):
     for name in ("ar_ness.png", "first_step_profile.png", "reveal_heatmap_T0.2.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     rc = main(["analyze", "--model", str(ckpt), "--prompts", str(tmp_path / "missing.jsonl")])
-    assert rc == 1 and "missing.jsonl" in capsys.readouterr().err
+    assert rc == 2 and "missing.jsonl" in capsys.readouterr().err
 
 
 def test_decode_and_render_helpers(ckpt):

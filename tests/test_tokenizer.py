@@ -65,8 +65,11 @@ def test_tokenizer_without_mask_token_is_rejected(tmp_path, tiny_tokenizer):
         load_tokenizer(tmp_path)
     fixed = load_tokenizer(tmp_path, require_mask=False)  # adds the diffusion tokens
     assert fixed.mask_token_id is not None
-    with pytest.raises(FileNotFoundError, match="tokenizer.json not found"):
+    with pytest.raises(FileNotFoundError, match="nowhere: no such tokenizer file or folder"):
         load_tokenizer(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: this folder has no tokenizer.json"):
+        load_tokenizer(tmp_path / "empty")
 
 
 def test_real_dream_vocabulary():

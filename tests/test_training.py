@@ -76,7 +76,11 @@ def test_resume_never_refuses_existing_checkpoints(tmp_path, tokenizer_dir):
     # the last step is checkpointed too, so a finished run can be extended (optim.steps=3, resume=auto)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000001",
                                                                                     "step_00000002"]
-    res = train(cfg_for(tmp_path, tokenizer_dir, "optim.steps=3", "checkpoint.every=1", "eval.every=0"))
+    # extending it changes the config (the LR schedule): refused, naming the key, unless allowed explicitly
+    with pytest.raises(ConfigError, match=r"optim.steps: 2 -> 3.*--allow-config-change"):
+        train(cfg_for(tmp_path, tokenizer_dir, "optim.steps=3", "checkpoint.every=1", "eval.every=0"))
+    res = train(cfg_for(tmp_path, tokenizer_dir, "optim.steps=3", "checkpoint.every=1", "eval.every=0"),
+                allow_config_change=True)
     assert res.resumed_from == 2 and res.steps == 3
     # keep_last=2: only the newest checkpoints remain
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_00000002",

@@ -22,6 +22,7 @@ import torch
 
 from diffucoder.analysis.ar_ness import ArNessCurves, ar_ness_curves
 from diffucoder.analysis.profiles import first_step_profile, reveal_heatmap
+from diffucoder.errors import InputError, read_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffucoder.model import DreamModel
@@ -134,15 +135,15 @@ def analyze_decoding_order(model: "DreamModel", tokenizer: "DiffuTokenizer", pro
     from diffucoder.sampling import decode_completions, diffusion_generate
 
     if not prompts.texts:
-        raise ValueError("no prompts to analyse")
+        raise InputError("no prompts to analyse")
     if not temperatures:
-        raise ValueError("give at least one temperature")
+        raise InputError("give at least one temperature")
     steps = max_new_tokens if steps is None else steps
     encoded = [tokenizer.encode(t) for t in prompts.texts]
     longest = max(len(e) for e in encoded)
     limit = model.config.max_position_embeddings
     if longest + max_new_tokens > limit:
-        raise ValueError(f"the longest prompt ({longest} tokens) + {max_new_tokens} new tokens exceeds the "
+        raise InputError(f"the longest prompt ({longest} tokens) + {max_new_tokens} new tokens exceeds the "
                          f"model's context ({limit}); use fewer new tokens or shorter prompts")
     settings = {"prompts": prompts.name, "num_prompts": len(encoded), "alg": alg, "max_new_tokens": max_new_tokens,
                 "steps": steps, "top_p": top_p, "samples_per_prompt": samples_per_prompt, "seed": seed,
@@ -162,6 +163,7 @@ def analyze_decoding_order(model: "DreamModel", tokenizer: "DiffuTokenizer", pro
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
             ids, am = left_pad(chunk, tokenizer.pad_token_id)
+            ids, am = ids.to(model.device), am.to(model.device)  # (B, P) on the model's device
             out = diffusion_generate(
                 model, ids, attention_mask=am, max_new_tokens=max_new_tokens, steps=steps, alg=alg,
                 temperature=float(temp), top_p=top_p, num_return_sequences=samples_per_prompt,
@@ -240,28 +242,31 @@ def load_prompt_set(spec: str, tokenizer: "DiffuTokenizer", style: str | None = 
         return PromptSet(spec, texts, [t.task_id for t in ds.tasks], scorer)
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"--prompts {spec!r}: not one of {list(EVAL_SETS)} nor an existing file")
+        what = "is a folder, not a prompt file" if path.is_dir() else "no such file"
+        raise InputError(f"--prompts {spec!r}: not one of {list(EVAL_SETS)}, and {what}")
     if with_tests:
-        raise ValueError(f"pass@k needs an evaluation set ({', '.join(EVAL_SETS)}), not a prompt file")
+        raise InputError(f"pass@k needs an evaluation set ({', '.join(EVAL_SETS)}), not a prompt file")
     if path.suffix in (".jsonl", ".json"):
-        raw = path.read_text()
+        raw = read_text(path, "prompt file")
         try:
             rows = json.loads(raw) if path.suffix == ".json" else [json.loads(ln) for ln in raw.splitlines()
                                                                   if ln.strip()]
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise InputError(f"{path}: not valid JSON ({e})") from None
         rows = [r if isinstance(r, dict) else {"prompt": r} for r in rows]
         for i, r in enumerate(rows):
             if not isinstance(r.get("prompt"), str):
-                raise ValueError(f"{path}: row {i} has no string 'prompt'")
+                raise InputError(f"{path}: row {i} has no string 'prompt'")
         prompts = [r["prompt"] for r in rows]
         ids = [str(r.get("task_id", i)) for i, r in enumerate(rows)]
     else:
-        prompts, ids = [path.read_text()], [path.name]
+        prompts, ids = [read_text(path, "prompt file")], [path.name]
+    if not prompts or not any(p.strip() for p in prompts):
+        raise InputError(f"{path}: the prompt file holds no prompt")
     if limit:
         prompts, ids = prompts[:limit], ids[:limit]
     if style not in (None, "base", "chat"):
-        raise ValueError(f"prompt files take style 'base' or 'chat', got {style!r}")
+        raise InputError(f"prompt files take style 'base' or 'chat', got {style!r}")
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in prompts] \
         if style == "chat" else prompts
     return PromptSet(path.name, texts, ids, None)

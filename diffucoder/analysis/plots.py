@@ -20,7 +20,10 @@ def _plt() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install 'diffucoder[plot]'") from e
+        from diffucoder.errors import MissingDependencyError
+
+        raise MissingDependencyError("plots need matplotlib: pip install 'diffucoder[plot]' (or pass --no-plots)") \
+            from e
     return plt
 
 

@@ -18,32 +18,35 @@ MASK_SYMBOL = "\u2591"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from diffucoder.cli.common import add_runtime_args, nonneg_float, nonneg_int, positive_int, unit_float
+
     p.add_argument("--model", required=True, type=Path, help="checkpoint folder (config, weights, tokenizer)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
-    src.add_argument("--prompt-file", type=Path, help="read the prompt from a file ('-' for stdin)")
+    src.add_argument("--prompt-file", type=Path, help="read the prompt from a UTF-8 file ('-' for stdin)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn of the chat template")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--steps", type=int, default=None, help="decoding steps (default: max-new-tokens)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128, help="tokens to generate (the canvas)")
+    p.add_argument("--steps", type=positive_int, default=None, help="decoding steps (default: max-new-tokens)")
     p.add_argument("--alg", default="entropy", choices=["origin", "maskgit_plus", "topk_margin", "entropy"],
                    help="unmasking order (DiffuCoder: entropy)")
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--alg-temp", type=float, default=None, help="sample positions from softmax(conf/alg_temp)")
-    p.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks of this length")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--temperature", type=nonneg_float, default=0.2, help="sampling temperature (0: greedy)")
+    p.add_argument("--top-p", type=unit_float, default=0.95, help="nucleus sampling mass, in (0, 1]")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens only")
+    p.add_argument("--alg-temp", type=nonneg_float, default=None,
+                   help="sample positions from softmax(conf/alg_temp)")
+    p.add_argument("--block-length", type=positive_int, default=None,
+                   help="semi-autoregressive blocks of this length (must divide max-new-tokens)")
+    p.add_argument("--threshold", type=unit_float, default=None,
                    help="parallel decoding: reveal every position whose token probability exceeds this")
-    p.add_argument("--eos-penalty", type=float, default=0.0,
+    p.add_argument("--eos-penalty", type=nonneg_float, default=0.0,
                    help="subtract from the confidence of end-of-text / pad tokens (against EOS flooding)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
+    p.add_argument("--num-samples", type=positive_int, default=1, help="completions to draw for the prompt")
     p.add_argument("--show", action="store_true", help="render the canvas being unmasked live")
-    p.add_argument("--delay", type=float, default=0.0, help="with --show: pause this many seconds per step")
+    p.add_argument("--delay", type=nonneg_float, default=0.0, help="with --show: pause this many seconds per step")
     p.add_argument("--trace", action="store_true", help="print the per-position decode trace (step, confidence)")
     p.add_argument("--raw", action="store_true", help="print the whole canvas, not cut at end-of-text / pad")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_runtime_args(p)
 
 
 def _canvas_text(tok, ids: list[int], prev: list[int] | None, prompt_len: int, mask_id: int):
@@ -77,30 +80,24 @@ def _canvas_text(tok, ids: list[int], prev: list[int] | None, prompt_len: int, m
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from diffucoder.model import DreamModel
-    from diffucoder.sampling import GenerationError, decode_completions, diffusion_generate
-    from diffucoder.tokenizer import load_tokenizer
+    from diffucoder.cli.common import load_model
+    from diffucoder.errors import InputError, read_text
+    from diffucoder.sampling import decode_completions, diffusion_generate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.prompt is not None:
         prompt = args.prompt
     elif str(args.prompt_file) == "-":
         prompt = sys.stdin.read()
     else:
-        if not args.prompt_file.is_file():
-            print(f"error: {args.prompt_file}: no such file", file=sys.stderr)
-            return 1
-        prompt = args.prompt_file.read_text()
-    try:
-        tok = load_tokenizer(args.model)
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[args.dtype]
-        model = DreamModel.from_pretrained(args.model, torch_dtype=dtype).eval()
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        prompt = read_text(args.prompt_file, "prompt file")
+        if not prompt.strip():
+            raise InputError(f"{args.prompt_file}: the prompt file is empty")
+    if args.block_length is not None and args.max_new_tokens % args.block_length:
+        raise InputError(f"--max-new-tokens ({args.max_new_tokens}) must be a multiple of --block-length "
+                         f"({args.block_length})")
+    model, tok, device = load_model(args.model, args.dtype, args.device, args.threads)
     text = tok.apply_chat_template([{"role": "user", "content": prompt}]) if args.chat else prompt
-    ids = torch.tensor([tok.encode(text)], dtype=torch.long)
+    ids = torch.tensor([tok.encode(text)], dtype=torch.long, device=device)
     P = ids.shape[1]
     mask_id = tok.mask_token_id
 
@@ -136,12 +133,9 @@ def run(args: argparse.Namespace) -> int:
             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg_temp=args.alg_temp,
             block_length=args.block_length, threshold=args.threshold, stop_token_ids=tok.stop_token_ids(),
             stop_token_penalty=args.eos_penalty, num_return_sequences=args.num_samples,
-            generator=torch.Generator().manual_seed(args.seed), mask_token_id=mask_id,
+            generator=torch.Generator(device=device).manual_seed(args.seed), mask_token_id=mask_id,
             vocab_limit=tok.vocab_size, generation_tokens_hook_func=hook, return_dict_in_generate=True,
             progress=not args.show and sys.stderr.isatty())
-    except GenerationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     finally:
         if live is not None:
             live.stop()

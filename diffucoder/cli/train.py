@@ -3,13 +3,14 @@
 Overrides use dotted keys with YAML values (``optim.lr=1e-3 runtime.precision=bf16``). Under
 ``torchrun --nproc_per_node=N -m diffucoder.cli.main train ...`` every process runs this same command.
 ``--print-config`` shows the resolved config, ``--list-keys`` every key with its documentation.
+
+Into a run_dir that already holds a run, the same config resumes from its newest checkpoint ("resuming from
+step N"); a changed config is refused with the changed keys named, unless ``--allow-config-change``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,40 +18,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.steps=100 run_dir=runs/x")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-keys", action="store_true", help="list every config key with its meaning")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="continue a run_dir made with other settings under the new ones (the change is "
+                             "logged in RUN/config_changes.jsonl); without it such a run is refused")
 
 
-def _list_keys() -> None:
-    from diffucoder.training.config import TrainConfig, field_docs
+def print_keys(cls: type) -> None:
+    """Every key of a settings dataclass with its default and documentation (``--list-keys``)."""
+    from diffucoder.settings import describe_keys
 
-    def walk(cls: type, prefix: str) -> None:
-        docs = field_docs(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            if dataclasses.is_dataclass(default):
-                walk(type(default), f"{prefix}{f.name}.")
-            else:
-                print(f"{prefix}{f.name} = {default!r}\n    {docs.get(f.name, '')}")
-
-    walk(TrainConfig, "")
+    for key, default, doc in describe_keys(cls):
+        print(f"{key} = {default!r}\n    {doc}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffucoder.training.config import ConfigError, load_config
+    from diffucoder.training.config import TrainConfig, load_config
 
     if args.list_keys:
-        _list_keys()
+        print_keys(TrainConfig)
         return 0
     overrides = list(args.overrides)
     config = args.config
     if config is not None and "=" in config:  # only overrides were given
         overrides.insert(0, config)
         config = None
-    try:
-        cfg = load_config(config, overrides)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(config, overrides)
     if args.print_config:
         import yaml
 
@@ -60,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from diffucoder.training.distributed import cleanup
 
     try:
-        result = train(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        result = train(cfg, allow_config_change=args.allow_config_change)
     finally:
         cleanup()
     if result.final_path is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from diffucoder.errors import InputError, MissingFileError
 from diffucoder.jsonl import iter_jsonl
 
 
@@ -51,23 +52,23 @@ def load_texts(sources: Sequence[str], extra_texts: Sequence[str] = (), max_docu
         if p.is_dir():
             files = sorted(p.rglob("*.py"))
             if not files:
-                raise FileNotFoundError(f"{p}: corpus folder holds no .py files")
+                raise InputError(f"{p}: corpus folder holds no .py files")
             texts.extend(f.read_bytes().decode("utf-8", errors="replace") for f in files)
         elif p.is_file() and p.suffix == ".jsonl":
             for where, row in iter_jsonl(p, "text corpus"):
                 if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise ValueError(f"{where}: a text corpus line needs a string field 'text'")
+                    raise InputError(f"{where}: a text corpus line needs a string field 'text'")
                 texts.append(row["text"])
         elif p.is_file():
             texts.append(p.read_bytes().decode("utf-8", errors="replace"))
         else:
-            raise FileNotFoundError(f"corpus source {src!r}: not 'stdlib', a folder, a .jsonl or a text file")
+            raise MissingFileError(f"corpus source {src!r}: not 'stdlib', a folder, a .jsonl or a text file")
     texts.extend(extra_texts)
     texts = [t for t in texts if t.strip()]
     if max_documents is not None:
         texts = texts[:max_documents]
     if not texts:
-        raise ValueError(f"the corpus {list(sources)} (+{len(extra_texts)} extra texts) holds no documents")
+        raise InputError(f"the corpus {list(sources)} (+{len(extra_texts)} extra texts) holds no documents")
     return texts
 
 
@@ -87,7 +88,7 @@ def split_heldout(texts: Sequence[str], fraction: float) -> tuple[list[str], lis
     if fraction > 0 and not held and len(train) > 1:
         held.append(train.pop())
     if not train:
-        raise ValueError("no training documents left after the held-out split")
+        raise InputError("no training documents left after the held-out split (lower data.heldout_fraction)")
     return train, held
 
 
@@ -103,7 +104,7 @@ def pack_documents(token_lists: Iterable[Sequence[int]], seq_len: int, separator
             flat.append(separator_id)
     n = len(flat) // seq_len
     if n == 0:
-        raise ValueError(f"the corpus has {len(flat)} tokens, fewer than one row of seq_len={seq_len}")
+        raise InputError(f"the corpus has {len(flat)} tokens, fewer than one row of seq_len={seq_len}")
     return torch.tensor(flat[: n * seq_len], dtype=torch.long).view(n, seq_len)  # (N, L)
 
 

@@ -2,7 +2,8 @@
 
 ``noise``: ``sample_t``, ``maskable_positions``, ``mask_tokens`` / ``mask_with_uniforms``, the AR-adaptation
 attention mask. ``losses``: ELBO-weighted masked cross-entropy with either normalisation. ``estimators``: the
-per-token log-likelihood estimators of coupled-GRPO and its baselines (coupled, decoupled, full_mask, d1).
+per-token log-likelihood estimators of coupled-GRPO and its baselines (coupled, decoupled, full_mask, d1,
+coupled_normalized).
 """
 
 from diffucoder.diffusion.estimators import EstimatorConfig, MaskPlan, draw_mask_plan, estimate_logp

@@ -2,8 +2,8 @@
 
 A diffusion LM has no exact per-token log-probability of a completion: it is estimated from forward passes in
 which some completion tokens are replaced by [MASK] and the model's prediction at each masked position is read
-off. GRPO needs such per-token log-probabilities for the policy ratio and the KL term. Four estimators
-(DiffuCoder arXiv 2506.20639 section 5 and its ablations; reference.md section 5):
+off. GRPO needs such per-token log-probabilities for the policy ratio and the KL term. Four estimators from
+DiffuCoder (arXiv 2506.20639 section 5 and its ablations; reference.md section 5) and one of ours:
 
 - ``coupled`` (DiffuCoder's Coupled-GRPO): per pair, ``t ~ U(t_min, t_max)``; a mask M over the completion with
   ratio t and its exact complement, so every completion token is masked exactly once across the pair. A token
@@ -18,13 +18,18 @@ off. GRPO needs such per-token log-probabilities for the policy ratio and the KL
 - ``full_mask``: one pass with the whole completion masked (deterministic, biased: early tokens see nothing).
 - ``d1``: the whole completion masked and each real prompt token masked independently with probability
   ``prompt_mask_prob`` (d1's one-step estimator); ``num_passes`` independent draws are averaged.
+- ``coupled_normalized`` (ours, not in the paper): ``coupled``'s masks (a pair M, M^c per ``t``, the prompt
+  clean, the optional full-mask pass) with weight 1 instead of ``1/t`` / ``1/(1-t)``: every completion token is
+  scored by exactly one pass of each pair, and its weights over all passes sum to 1 in *every* draw, so the
+  estimate is a convex combination of real conditional log-probabilities (never below the worst of them, never
+  inflated). Its expectation is derived in :func:`draw_mask_plan`'s "Expectations" section.
 
-Scale (measured by ``benchmarks/estimator_variance.py``): a token's pair term ``1{j in M} logp_t / t`` has
-expectation ``E[logp | j masked at t]``, and the complement's term likewise at ``1 - t``, so one pair's
-per-token expectation is the *sum* of two conditional log-likelihoods, about twice a log-probability;
-``coupled`` / ``decoupled`` estimates are therefore on a larger scale than ``full_mask`` / ``d1`` ones (with the
-full pass, ``(logp_full + 2 m) / 2``). GRPO only uses differences of the same estimator (ratio, k3 KL), and we
-keep the released weighting.
+Scale (derived in :func:`draw_mask_plan`, measured by ``benchmarks/estimator_variance.py``): a token's pair term
+under ``coupled`` / ``decoupled`` has expectation ``c_j(t) + c_j(1 - t)`` (``c_j`` below), the *sum* of two
+conditional log-likelihoods, about twice a log-probability, and a single draw can reach ``1/t`` = 5 times one
+(t = 0.2). Log-ratios between two models evaluated under the same masks, hence GRPO's clip band and its k3 KL,
+inherit that scale; ``full_mask`` / ``d1`` / ``coupled_normalized`` are on the scale of one log-probability. We
+keep the released weighting for ``coupled`` (the default) and offer ``coupled_normalized`` beside it.
 
 The prompt is never masked except by ``d1``. Masks come from an explicit ``torch.Generator``; plans
 (:class:`MaskPlan`) are drawn once and can be re-used (GRPO's mu inner iterations evaluate the same masks with
@@ -32,6 +37,10 @@ the current, old and reference models). Padding follows the rollout: prompts are
 2-D attention mask (1 = token) that the model turns into hidden pad keys and positions ``cumsum(mask) - 1``; the
 completion canvas (``max_completion_length`` positions, possibly holding EOS / pad tokens after the end of the
 answer) is all real tokens, exactly as it was when it was decoded.
+
+Scoring a pass (:func:`completion_token_logp`) runs the backbone, then the LM head only on the Lc hidden states
+that predict completion tokens, with a chunked log-softmax whose logits are recomputed in backward: a pass never
+holds (N, L, V) logits or their fp32 log-softmax, which at a 152k vocabulary would dwarf the activations.
 
 Deviation from the released trainer (reference.md "defects"): it reset the global RNG in every pass and ignored
 the padding mask; we use an explicit generator and the rollout's attention mask, and draw ``t`` per sequence
@@ -46,6 +55,7 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,7 +65,9 @@ import torch.nn.functional as F
 if TYPE_CHECKING:  # pragma: no cover
     from diffucoder.model import DreamModel
 
-ESTIMATORS: tuple[str, ...] = ("coupled", "decoupled", "full_mask", "d1")
+ESTIMATORS: tuple[str, ...] = ("coupled", "decoupled", "full_mask", "d1", "coupled_normalized")
+PAIRED: tuple[str, ...] = ("coupled", "decoupled", "coupled_normalized")
+"""Estimators built from mask pairs (``num_pairs``, ``full_mask_pass``, ``t_min`` / ``t_max`` apply)."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +75,12 @@ class EstimatorConfig:
     """Which estimator, and its knobs."""
 
     name: str = "coupled"
-    """One of ``coupled``, ``decoupled``, ``full_mask``, ``d1``."""
+    """One of ``coupled``, ``decoupled``, ``full_mask``, ``d1``, ``coupled_normalized``."""
     num_pairs: int = 1
-    """lambda: complementary mask pairs per estimate (``coupled``; ``decoupled`` uses 2*lambda random passes)."""
+    """lambda: complementary mask pairs per estimate (``coupled`` / ``coupled_normalized``; ``decoupled`` uses
+    2*lambda random passes)."""
     full_mask_pass: bool = True
-    """Add the pass with the whole completion masked (``coupled`` / ``decoupled``; the released code does)."""
+    """Add the pass with the whole completion masked (paired estimators; the released code does)."""
     t_min: float = 0.2
     """Lower end of the mask ratio t ~ U(t_min, t_max); keeps the 1/t weight bounded."""
     t_max: float = 0.8
@@ -104,7 +117,7 @@ class EstimatorConfig:
     @property
     def passes(self) -> int:
         """Forward passes per estimate (per sequence)."""
-        if self.name in ("coupled", "decoupled"):
+        if self.name in PAIRED:
             return self._paired_passes()
         if self.name == "full_mask":
             return 1
@@ -164,6 +177,40 @@ def draw_mask_plan(cfg: EstimatorConfig, prompt_attention_mask: torch.Tensor, co
                    completion_maskable: torch.Tensor | None = None) -> MaskPlan:
     """Draw the masks of one estimate for a batch.
 
+    Expectations (what each estimator is unbiased for). Fix the model, a prompt and a completion x of length
+    Lc. For a completion position j and a ratio tau in (0, 1], let
+
+        c_j(tau) = E_M[ log p(x_j | x with M masked) | j in M ],
+
+    M masking each (maskable) completion position independently with probability tau, the prompt clean;
+    ``c_j(1)`` is the deterministic full-mask log-probability. Draw ``t ~ U(a, b)`` (``a, b = t_min, t_max``)
+    per pair and sequence, M ~ Bernoulli(t) and its complement M^c (a Bernoulli(1 - t) mask); j lies in M with
+    probability t and in M^c otherwise. Per pair and token:
+
+    - ``coupled``: ``1{j in M} logp_M / t + 1{j in M^c} logp_Mc / (1 - t)``, expectation given t
+      ``c_j(t) + c_j(1 - t)``; over t (symmetric range, a + b = 1): ``2 m_j`` with
+      ``m_j = E_{t ~ U(a, b)} c_j(t)``. With the full-mask pass the estimate is
+      ``(c_j(1) + 2 lambda m_j) / (lambda + 1)`` in expectation: twice a log-probability in the pair part.
+    - ``decoupled``: the same expectation (its second ratio t' has the law of 1 - t when a + b = 1).
+    - ``coupled_normalized``: ``1{j in M} logp_M + 1{j in M^c} logp_Mc`` (weight 1), expectation given t
+      ``t c_j(t) + (1 - t) c_j(1 - t)``, and over t
+
+          Q_j = E_{tau ~ q} c_j(tau),   q(tau) = tau * (1[a <= tau <= b] + 1[1 - b <= tau <= 1 - a]) / (b - a),
+
+      a probability density (it integrates to (a + b)/2 + (2 - a - b)/2 = 1); for a + b = 1 (the default 0.2,
+      0.8) it is ``q(tau) = 2 tau / (b - a)`` on [a, b]. So the estimator is *exactly unbiased* for the
+      conditional log-likelihood of x_j at a masking level tau drawn from q: the ratio of the half of the pair
+      that holds j, size-biased because a larger half is more likely to hold it. With the full-mask pass:
+      ``(c_j(1) + lambda Q_j) / (lambda + 1)``. Its weights over all passes sum to 1 per token in every draw.
+      It is *not* unbiased for (i) ``m_j``, the uniform-t average that DiffuCoder's weights double:
+      ``Q_j - m_j = 2 Cov_{t ~ U(a, b)}(t, c_j(t))`` (a + b = 1), negative when more masking makes a token
+      harder to predict, the usual case; (ii) the per-token ELBO term ``int_0^1 c_j(t) dt`` (the range is cut
+      to [a, b] and reweighted); (iii) any exact ``log p(x_j | prompt)``, which a masked diffusion LM does not
+      define. (``coupled`` halved would target ``m_j`` but keeps per-draw weights ``1 / (2t)``, up to 2.5 at
+      t = 0.2, so single tokens stay inflated.)
+    - ``full_mask``: exactly ``c_j(1)`` (no randomness). ``d1``: ``E[log p(x_j | prompt with random masks,
+      completion masked)]``, a t = 1 quantity with a noised prompt.
+
     Args:
         cfg: the estimator.
         prompt_attention_mask: (B, Lp) 1 for real prompt tokens, 0 for (left) padding.
@@ -198,8 +245,9 @@ def draw_mask_plan(cfg: EstimatorConfig, prompt_attention_mask: torch.Tensor, co
     weights: list[torch.Tensor] = []
     ts: list[torch.Tensor] = []
     ones_b = torch.ones(B, device=device)
-    if cfg.name in ("coupled", "decoupled"):
+    if cfg.name in PAIRED:
         norm = float(cfg.num_pairs + int(cfg.full_mask_pass))
+        elbo_weighted = cfg.name != "coupled_normalized"  # 1/t weights (DiffuCoder) or weight 1
         if cfg.full_mask_pass:
             masks.append(full())
             weights.append(compf / norm)
@@ -207,18 +255,17 @@ def draw_mask_plan(cfg: EstimatorConfig, prompt_attention_mask: torch.Tensor, co
         for _ in range(cfg.num_pairs):
             t = ratio()  # (B,)
             m = (_uniform((B, Lc), generator, device) < t[:, None]) & comp  # (B, Lc)
-            masks.append(torch.cat([no_prompt, m], dim=1))
-            weights.append(m.float() / (t[:, None] * norm))
-            ts.append(t)
-            if cfg.name == "coupled":
-                mc = comp & ~m  # the exact complement within the canvas: ratio 1 - t
-                tc = 1.0 - t
-            else:
+            if cfg.name == "decoupled":
                 tc = ratio()
                 mc = (_uniform((B, Lc), generator, device) < tc[:, None]) & comp
-            masks.append(torch.cat([no_prompt, mc], dim=1))
-            weights.append(mc.float() / (tc[:, None] * norm))
-            ts.append(tc)
+            else:
+                mc = comp & ~m  # the exact complement within the canvas: ratio 1 - t
+                tc = 1.0 - t
+            for mask, ratio_p in ((m, t), (mc, tc)):
+                masks.append(torch.cat([no_prompt, mask], dim=1))
+                scale = ratio_p[:, None] * norm if elbo_weighted else torch.full_like(ratio_p[:, None], norm)
+                weights.append(mask.float() / scale)  # (B, Lc)
+                ts.append(ratio_p)
     elif cfg.name == "full_mask":
         masks.append(full())
         weights.append(compf)
@@ -235,12 +282,119 @@ def draw_mask_plan(cfg: EstimatorConfig, prompt_attention_mask: torch.Tensor, co
                     prompt_len=Lp, estimator=cfg.name)
 
 
-def completion_token_logp(model: "DreamModel", xt: torch.Tensor, targets: torch.Tensor, prompt_len: int,
-                          attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(targets[:, j] | xt) at the completion positions ``[prompt_len, L)`` in fp32.
+LOGITS_CHUNK_TOKENS = 1024
+"""Completion tokens whose (V,) logits exist at once in :func:`chunked_target_logp` (fp32: 4 * V bytes each)."""
 
-    xt: (N, L) noised ids; targets: (N, Lc) clean completion ids; returns (N, Lc). Uses ``model.token_logits``
-    (the AR shift is undone there), so with ``shift_logits`` the prompt must hold at least one position.
+
+class _TargetLogp(torch.autograd.Function):
+    """``log_softmax(h @ W.T)[target]`` per row, chunked over rows, logits recomputed in backward.
+
+    Forward keeps only ``logsumexp`` per row (T floats); the (chunk, V) logits exist one chunk at a time. Backward
+    recomputes them and writes ``dlogits = g * (onehot(target) - softmax)`` chunk by chunk, so neither pass holds
+    (T, V) tensors. The matmuls run in ``compute_dtype`` (the autocast dtype at forward time, else the weight's),
+    the softmax statistics in fp32; ``dW`` accumulates in fp32 over chunks and is returned in the weight's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+                chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
+        T = h.shape[0]
+        out = torch.empty(T, dtype=torch.float32, device=h.device)  # (T,)
+        lse = torch.empty(T, dtype=torch.float32, device=h.device)  # (T,)
+        with torch.autocast(h.device.type, enabled=False):
+            w = weight.to(compute_dtype)  # (V, H)
+            for s in range(0, T, chunk):
+                logits = h[s:s + chunk].to(compute_dtype) @ w.t()  # (c, V)
+                lse[s:s + chunk] = torch.logsumexp(logits.float(), dim=-1)
+                out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None])[:, 0].float() - lse[s:s + chunk]
+        ctx.save_for_backward(h, weight, targets, lse)
+        ctx.chunk, ctx.compute_dtype = chunk, compute_dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        h, weight, targets, lse = ctx.saved_tensors
+        chunk, dt = ctx.chunk, ctx.compute_dtype
+        T = h.shape[0]
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h) if need_h else None  # (T, H)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None  # (V, H)
+        w = weight.to(dt)  # (V, H)
+        g = grad_out.float()  # (T,)
+        for s in range(0, T, chunk):
+            hc = h[s:s + chunk].to(dt)  # (c, H)
+            gc = g[s:s + chunk]  # (c,)
+            probs = (hc @ w.t()).float().sub_(lse[s:s + chunk, None]).exp_()  # (c, V) softmax
+            dlogits = probs.mul_(-gc[:, None])  # (c, V): -g * softmax ...
+            dlogits.scatter_add_(1, targets[s:s + chunk, None], gc[:, None])  # ... + g * onehot(target)
+            dlogits = dlogits.to(dt)
+            if need_h:
+                grad_h[s:s + chunk] = (dlogits @ w).to(h.dtype)  # (c, H)
+            if need_w:
+                grad_w.add_((dlogits.t() @ hc).float())  # (V, H)
+        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None
+
+
+def chunked_target_logp(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                        chunk_tokens: int = LOGITS_CHUNK_TOKENS) -> torch.Tensor:
+    """``log_softmax(hidden @ weight.T)[..., targets]`` (fp32) without materialising all the logits.
+
+    hidden: (..., H) final hidden states; weight: (V, H) the LM head; targets: (...) ids. Returns (...) fp32.
+    Equal (to rounding) to ``F.log_softmax((hidden @ weight.T).float(), -1).gather(-1, targets[..., None])``, with
+    gradients for ``hidden`` and ``weight``, at a memory cost of ``chunk_tokens`` rows of logits instead of all;
+    the price is one more (chunk, H) x (H, V) matmul per chunk in backward (the logits are recomputed).
+    Under autocast the matmuls run in the autocast dtype, as ``nn.Linear`` would.
+    """
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree")
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    dev = hidden.device.type
+    compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+    flat = hidden.reshape(-1, hidden.shape[-1])  # (T, H)
+    out = _TargetLogp.apply(flat, weight, targets.reshape(-1), int(chunk_tokens), compute_dtype)  # (T,)
+    return out.view(targets.shape)
+
+
+def completion_hidden_states(model: "DreamModel", xt: torch.Tensor, prompt_len: int,
+                             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The final-normed hidden states whose LM-head outputs predict the completion ``xt[:, prompt_len:]``.
+
+    (N, Lc, H). With ``config.shift_logits`` (the AR convention, reference.md section 1) token j is predicted by
+    output j - 1, so the slice is ``[prompt_len - 1, L - 1)`` (the prompt must hold a position); else
+    ``[prompt_len, L)``. Uses the backbone ``model.model`` directly, so no logits are computed anywhere.
+    """
+    L = xt.shape[1]
+    shift = bool(getattr(model.config, "shift_logits", False))
+    if shift and prompt_len < 1:
+        raise ValueError("with shift_logits the sequence must start with at least one prompt position "
+                         "(position 0 carries no prediction)")
+    h = model.model(xt, attention_mask)  # (N, L, H)
+    start = prompt_len - 1 if shift else prompt_len
+    return h[:, start:start + (L - prompt_len)]  # (N, Lc, H)
+
+
+def completion_token_logp(model: "DreamModel", xt: torch.Tensor, targets: torch.Tensor, prompt_len: int,
+                          attention_mask: torch.Tensor | None = None,
+                          chunk_tokens: int = LOGITS_CHUNK_TOKENS) -> torch.Tensor:
+    """log p(targets[:, j] | xt) at the completion positions ``[prompt_len, L)``, fp32, (N, Lc).
+
+    xt: (N, L) noised ids; targets: (N, Lc) clean completion ids. The LM head runs only on the Lc positions that
+    predict completion tokens (:func:`completion_hidden_states`), and the log-softmax is chunked with
+    recomputation (:func:`chunked_target_logp`): no (N, L, V) logits and no fp32 log-softmax of them. Same
+    value and gradients as :func:`full_logits_token_logp` (tested).
+    """
+    if getattr(model.lm_head, "bias", None) is not None:
+        raise ValueError("the LM head has a bias; completion_token_logp assumes none (Dream's has none)")
+    h = completion_hidden_states(model, xt, prompt_len, attention_mask)  # (N, Lc, H)
+    return chunked_target_logp(h, model.lm_head.weight, targets, chunk_tokens)  # (N, Lc)
+
+
+def full_logits_token_logp(model: "DreamModel", xt: torch.Tensor, targets: torch.Tensor, prompt_len: int,
+                           attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The plain computation :func:`completion_token_logp` replaces (tests and benchmarks compare against it).
+
+    Full aligned logits ``model.token_logits`` (N, L, V), sliced to the completion, fp32 log-softmax, gather.
     """
     if prompt_len < 1 and getattr(model.config, "shift_logits", False):
         raise ValueError("with shift_logits the sequence must start with at least one prompt position "
@@ -250,17 +404,24 @@ def completion_token_logp(model: "DreamModel", xt: torch.Tensor, targets: torch.
     return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N, Lc)
 
 
+LogpFn = Callable[[torch.Tensor, torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
+"""``fn(xt (N, L), targets (N, Lc), prompt_len, attention_mask) -> (N, Lc)`` per-token log-probs of one pass."""
+
+
 def estimate_logp(model: "DreamModel", input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                  plan: MaskPlan, mask_token_id: int, micro_batch_size: int | None = None) -> LogpEstimate:
+                  plan: MaskPlan, mask_token_id: int, micro_batch_size: int | None = None,
+                  logp_fn: LogpFn | None = None) -> LogpEstimate:
     """Estimate per-token log-likelihoods of the completion ``input_ids[:, plan.prompt_len:]``.
 
     Args:
-        model: a Dream model (``token_logits`` is used; gradients flow unless called under ``no_grad``).
+        model: a Dream model (scored by :func:`completion_token_logp`; gradients flow unless under ``no_grad``).
         input_ids: (B, L) left-padded prompt followed by the completion canvas.
         attention_mask: (B, L) 2-D padding mask as used at rollout (1 = token), or None (no padding).
         plan: masks and weights from :func:`draw_mask_plan` for this batch.
         mask_token_id: the [MASK] id (from the tokenizer / model config, never a literal).
         micro_batch_size: rows (pass x sequence) per forward call; None = all P * B at once.
+        logp_fn: how one pass is scored (default ``completion_token_logp`` on ``model``); the GRPO trainer passes
+            the FSDP-registered form of it, so that a sharded model gathers its parameters around the call.
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
@@ -278,10 +439,12 @@ def estimate_logp(model: "DreamModel", input_ids: torch.Tensor, attention_mask: 
     targets = input_ids[:, Lp:].unsqueeze(0).expand(P, B, Lc).reshape(P * B, Lc)  # (P*B, Lc)
     attn = None if attention_mask is None else attention_mask.unsqueeze(0).expand(P, B, L).reshape(P * B, L)
     mb = micro_batch_size or P * B
+    if logp_fn is None:
+        def logp_fn(x: torch.Tensor, y: torch.Tensor, lp: int, a: torch.Tensor | None) -> torch.Tensor:
+            return completion_token_logp(model, x, y, lp, a)
     chunks = []
     for s in range(0, P * B, mb):
-        chunks.append(completion_token_logp(model, xt[s:s + mb], targets[s:s + mb], Lp,
-                                            None if attn is None else attn[s:s + mb]))
+        chunks.append(logp_fn(xt[s:s + mb], targets[s:s + mb], Lp, None if attn is None else attn[s:s + mb]))
     pass_logp = torch.cat(chunks, dim=0).view(P, B, Lc)  # (P, B, Lc)
     w = plan.weights.to(device=device, dtype=pass_logp.dtype)
     logp = (pass_logp * w).sum(0)  # (B, Lc)

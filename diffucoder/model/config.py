@@ -13,13 +13,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffucoder.errors import InputError
+
 SUPPORTED_MODEL_TYPES = ("Dream",)
 # Causal-LM folders that can initialise a Dream model (same tensor names): how DiffuCoder was made.
 INIT_MODEL_TYPES = ("qwen2",)
+# Keys a config.json must have: they fix the tensor shapes, and a default (the 7B's) would describe another model.
+REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads")
+# What a config.json that lacks these keys means in the reference code (Dream's configuration_dream.py and
+# transformers' Qwen2Config); our dataclass defaults are DiffuCoder-7B's values instead.
+FILE_DEFAULTS = {"rope_theta": 10000.0, "max_position_embeddings": 32768}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config.json that cannot describe a Dream model."""
+
+
+# Small shapes for CPU work (DreamConfig.preset): "tiny" (~0.2M + embeddings, for tests), "5m", "20m".
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2),
+    "5m": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
+               num_key_value_heads=4),
+    "20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=4),
+}
 
 
 @dataclass
@@ -139,6 +158,9 @@ class DreamConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "DreamConfig":
+        """A config from a config.json mapping. The shape keys (``REQUIRED_KEYS``) must be present: a missing
+        one is a ConfigError naming it, never a silent 7B default. Other missing keys take the reference code's
+        defaults (``FILE_DEFAULTS`` where those differ from this class's)."""
         d = dict(d)
         mt = d.get("model_type")
         if mt not in SUPPORTED_MODEL_TYPES:
@@ -152,6 +174,12 @@ class DreamConfig:
             if rp.get("rope_type", "default") != "default":
                 raise ConfigError(f"{source}: rope_type {rp.get('rope_type')!r} is not supported (only 'default')")
             d["rope_theta"] = rp.get("rope_theta", 10000.0)
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise ConfigError(f"{source}: lacks {', '.join(missing)} (a config.json must give the model's shape: "
+                              f"{', '.join(REQUIRED_KEYS)})")
+        for k, v in FILE_DEFAULTS.items():
+            d.setdefault(k, v)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
@@ -207,14 +235,7 @@ class DreamConfig:
             vocab_size = overrides.pop("vocab_size")
         if vocab_size is None:
             raise ConfigError("preset() needs vocab_size or tokenizer")
-        presets = {
-            "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2),
-            "5m": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
-                       num_key_value_heads=4),
-            "20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=8,
-                        num_key_value_heads=4),
-        }
+        presets = PRESETS
         if name not in presets:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         base = dict(vocab_size=vocab_size, max_position_embeddings=2048, rope_theta=10000.0,

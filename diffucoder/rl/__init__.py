@@ -6,7 +6,7 @@
 - :mod:`diffucoder.rl.trainer`: :func:`train_grpo` (also ``diffucoder rl CONFIG.yaml``), checkpoints, resume,
   torchrun.
 
-The log-likelihood estimators it uses (coupled, decoupled, full_mask, d1) live in
+The log-likelihood estimators it uses (coupled, decoupled, full_mask, d1, coupled_normalized) live in
 :mod:`diffucoder.diffusion.estimators`.
 
     from diffucoder.rl import GRPOConfig, train_grpo

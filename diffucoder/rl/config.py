@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from diffucoder.diffusion.estimators import ESTIMATORS, EstimatorConfig
+from diffucoder.settings import SettingsError, apply_overrides, from_dict, load_settings
 
 
-class RLConfigError(ValueError):
-    """A config value that cannot describe a GRPO run."""
+class RLConfigError(SettingsError):
+    """A config value that cannot describe a GRPO run (``keys``: the keys involved)."""
 
 
 @dataclass
@@ -118,11 +119,14 @@ class GRPOConfig:
 
     # -- estimator ---------------------------------------------------------------------------------------
     estimator: str = "coupled"
-    """Log-likelihood estimator: coupled, decoupled, full_mask, d1 (see diffucoder.diffusion.estimators)."""
+    """Log-likelihood estimator: coupled (DiffuCoder's, 1/t weights), decoupled, full_mask, d1, or
+    coupled_normalized (coupled's complementary masks with weight 1: each token's estimate is one conditional
+    log-probability, so log-ratios, the clip band and the k3 KL are on the scale of full_mask / d1; not in the
+    paper). See diffucoder.diffusion.estimators."""
     num_mask_pairs: int = 1
-    """lambda: complementary pairs per estimate."""
+    """lambda: complementary pairs per estimate (decoupled: lambda pairs of independent masks)."""
     full_mask_pass: bool = True
-    """Add the fully-masked pass (coupled / decoupled)."""
+    """Add the fully-masked pass (coupled / decoupled / coupled_normalized)."""
     t_min: float = 0.2
     """Mask ratios t ~ U(t_min, t_max)."""
     t_max: float = 0.8
@@ -183,86 +187,99 @@ class GRPOConfig:
                 "early_stop": self.generation_early_stop}
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
+        def need(cond: bool, msg: str, *keys: str) -> None:
             if not cond:
-                raise RLConfigError(msg)
+                raise RLConfigError(msg, keys)
 
-        need(self.num_generations >= 2, f"num_generations must be >= 2, got {self.num_generations}")
+        need(self.num_generations >= 2, f"num_generations must be >= 2, got {self.num_generations}", "num_generations")
         need(self.per_device_train_batch_size >= self.num_generations
              and self.per_device_train_batch_size % self.num_generations == 0,
              f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a positive multiple of "
-             f"num_generations ({self.num_generations}) so that each rank holds whole groups")
-        need(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
-        need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
-        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        need(self.epsilon > 0, f"epsilon must be > 0, got {self.epsilon}")
+             f"num_generations ({self.num_generations}) so that each rank holds whole groups",
+             "per_device_train_batch_size", "num_generations")
+        need(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}", "num_iterations")
+        need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}", "max_steps")
+        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}", "beta")
+        need(self.epsilon > 0, f"epsilon must be > 0, got {self.epsilon}", "epsilon")
+        need(self.epsilon_high is None or self.epsilon_high > 0, f"epsilon_high must be > 0, got {self.epsilon_high}",
+             "epsilon_high")
         need(self.advantage_baseline in ("loo", "mean"),
-             f"advantage_baseline must be 'loo' or 'mean', got {self.advantage_baseline!r}")
+             f"advantage_baseline must be 'loo' or 'mean', got {self.advantage_baseline!r}", "advantage_baseline")
         need(0.0 <= self.ref_model_mixup_alpha <= 1.0,
-             f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}")
-        need(self.ref_model_sync_steps >= 1, f"ref_model_sync_steps must be >= 1, got {self.ref_model_sync_steps}")
+             f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}", "ref_model_mixup_alpha")
+        need(self.ref_model_sync_steps >= 1, f"ref_model_sync_steps must be >= 1, got {self.ref_model_sync_steps}",
+             "ref_model_sync_steps")
         need(len(self.reward_funcs) == len(self.reward_weights) and len(self.reward_funcs) > 0,
              f"reward_funcs {self.reward_funcs} and reward_weights {self.reward_weights} must be non-empty lists "
-             f"of the same length")
-        need(self.max_completion_length >= 1 and self.diffusion_steps >= 1,
-             "max_completion_length and diffusion_steps must be >= 1")
-        need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+             f"of the same length", "reward_funcs", "reward_weights")
+        need(self.reward_workers >= 1, f"reward_workers must be >= 1, got {self.reward_workers}", "reward_workers")
+        need(self.reward_timeout > 0, f"reward_timeout must be > 0, got {self.reward_timeout}", "reward_timeout")
+        need(self.max_completion_length >= 1, f"max_completion_length must be >= 1, got "
+             f"{self.max_completion_length}", "max_completion_length")
+        need(self.diffusion_steps >= 1, f"diffusion_steps must be >= 1, got {self.diffusion_steps}",
+             "diffusion_steps")
+        need(self.max_prompt_length >= 1, f"max_prompt_length must be >= 1, got {self.max_prompt_length}",
+             "max_prompt_length")
+        need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}", "temperature")
+        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}", "top_p")
         need(self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 0),
-             f"top_k must be None or an integer >= 0, got {self.top_k!r}")
+             f"top_k must be None or an integer >= 0, got {self.top_k!r}", "top_k")
         need(self.generation_block_length is None or self.generation_block_length >= 1,
-             f"generation_block_length must be None or >= 1, got {self.generation_block_length}")
+             f"generation_block_length must be None or >= 1, got {self.generation_block_length}",
+             "generation_block_length")
         need(self.generation_threshold is None or 0 < self.generation_threshold <= 1,
-             f"generation_threshold must be None or in (0, 1], got {self.generation_threshold}")
+             f"generation_threshold must be None or in (0, 1], got {self.generation_threshold}",
+             "generation_threshold")
         need(self.generation_use_cache in (None, "prefix", "dual"),
-             f"generation_use_cache must be None, prefix or dual, got {self.generation_use_cache!r}")
-        need(self.estimator in ESTIMATORS, f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
+             f"generation_use_cache must be None, prefix or dual, got {self.generation_use_cache!r}",
+             "generation_use_cache")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}", "learning_rate")
+        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}", "max_grad_norm")
+        need(self.estimator in ESTIMATORS, f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}",
+             "estimator")
         need(self.lr_scheduler_type in ("cosine_with_min_lr", "cosine", "constant"),
-             f"lr_scheduler_type must be cosine_with_min_lr, cosine or constant, got {self.lr_scheduler_type!r}")
-        need(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+             f"lr_scheduler_type must be cosine_with_min_lr, cosine or constant, got {self.lr_scheduler_type!r}",
+             "lr_scheduler_type")
+        need(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
+             "warmup_ratio")
+        need(self.logging_steps >= 1, f"logging_steps must be >= 1, got {self.logging_steps}", "logging_steps")
+        need(self.save_steps >= 0, f"save_steps must be >= 0 (0: only at the end), got {self.save_steps}",
+             "save_steps")
+        need(self.save_total_limit is None or self.save_total_limit >= 1,
+             f"save_total_limit must be >= 1 (or null: keep all), got {self.save_total_limit}", "save_total_limit")
+        for name in ("generation_batch_size", "logp_micro_batch_size", "estimator_passes"):
+            v = getattr(self, name)
+            need(v is None or v >= 1, f"{name} must be >= 1 (or null), got {v}", name)
         for name in ("torch_dtype", "compute_dtype"):
             need(getattr(self, name) in ("float32", "bfloat16", "float16"),
-                 f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}")
+                 f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}", name)
+        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             f"device must be auto, cpu or cuda, got {self.device!r}", "device")
         try:
             self.estimator_config()
         except ValueError as e:
-            raise RLConfigError(str(e)) from None
+            raise RLConfigError(str(e), ("estimator",)) from None
 
     # -- (de)serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "GRPOConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise RLConfigError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(names)}")
+    def from_dict(cls, d: dict[str, Any], source: str | None = None) -> "GRPOConfig":
+        """A config from a mapping of its fields: values checked against the field types, unknown keys refused
+        (with the closest valid one); ``source`` names where the mapping came from in errors."""
         try:
-            return cls(**d)
-        except TypeError as e:
-            raise RLConfigError(f"{source}: {e}") from None
+            return from_dict(cls, dict(d), "", RLConfigError)
+        except RLConfigError as e:
+            raise RLConfigError(f"{source}: {e}" if source else str(e), e.keys) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "GRPOConfig":
-        """Load a YAML mapping (safe loader; nothing is executed) and apply ``key=value`` overrides."""
-        from diffucoder.yaml_io import read_yaml_mapping
-
-        d = read_yaml_mapping(path, RLConfigError)
-        d.update(parse_overrides(overrides or []))
-        return cls.from_dict(d, source=str(path))
+        """Load a YAML mapping (safe loader; nothing is executed) and apply ``key=value`` overrides; errors say
+        whether the file or an override holds the bad value."""
+        return load_settings(cls, path, overrides or [], error=RLConfigError)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["beta=0", "reward_weights=[1, 2]"]`` -> ``{"beta": 0, "reward_weights": [1, 2]}`` (YAML values)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise RLConfigError(f"override {item!r} is not of the form key=value")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else None
-        except yaml.YAMLError as e:
-            raise RLConfigError(f"override {item!r}: bad value ({e})") from None
-    return out
+    return apply_overrides({}, items, RLConfigError)

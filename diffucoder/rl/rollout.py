@@ -71,18 +71,28 @@ def load_prompt_rows(path: str | Path) -> tuple[list[dict[str, Any]], DatasetSta
         raise FileNotFoundError(f"{path}: dataset file not found")
     rows: list[Any] = []
     stats = DatasetStats()
-    with path.open() as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                stats.rows_read += 1
-                stats.skipped_bad_row += 1
+    bad_lines: list[int] = []
+    from diffucoder.errors import read_text
+
+    for lineno, line in enumerate(read_text(path, "dataset file").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            stats.rows_read += 1
+            stats.skipped_bad_row += 1
+            bad_lines.append(lineno)
+    if bad_lines:
+        import warnings
+
+        warnings.warn(f"{path}: skipped {len(bad_lines)} line(s) that are not JSON (line "
+                      f"{', '.join(map(str, bad_lines[:5]))}{' ...' if len(bad_lines) > 5 else ''})", stacklevel=2)
     kept, stats = validate_rows(rows, stats, source=str(path))
     if not kept:
-        raise ValueError(f"{path}: no usable rows ({stats})")
+        from diffucoder.errors import DatasetError
+
+        raise DatasetError(f"{path}: no usable rows ({stats})")
     return kept, stats
 
 
@@ -206,6 +216,8 @@ def resolve_reward_funcs(names: Sequence[str | RewardFunc], pool: Callable[[], A
         if callable(n):
             out.append(n)
             continue
+        from diffucoder.errors import InputError
+
         if ":" in n:  # "package.module:function", a reward of the user's own
             import importlib
 
@@ -213,9 +225,9 @@ def resolve_reward_funcs(names: Sequence[str | RewardFunc], pool: Callable[[], A
             try:
                 fn = getattr(importlib.import_module(mod), attr, None)
             except ImportError as e:
-                raise ValueError(f"reward function {n!r}: cannot import {mod!r} ({e})") from None
+                raise InputError(f"reward function {n!r}: cannot import {mod!r} ({e})") from None
             if fn is None or not callable(fn):
-                raise ValueError(f"reward function {n!r}: {mod!r} has no callable {attr!r}")
+                raise InputError(f"reward function {n!r}: {mod!r} has no callable {attr!r}")
             out.append(fn)
             continue
         import diffucoder.rewards as R
@@ -226,7 +238,7 @@ def resolve_reward_funcs(names: Sequence[str | RewardFunc], pool: Callable[[], A
 
             fn = getattr(RC, f"{n}_reward", None)
         if fn is None or not callable(fn):
-            raise ValueError(f"unknown reward function {n!r} (diffucoder.rewards has no {n}_reward; "
+            raise InputError(f"unknown reward function {n!r} (diffucoder.rewards has no {n}_reward; "
                              f"use 'module:function' for your own)")
         out.append(_bind_pool(fn, pool, timeout))
     return out

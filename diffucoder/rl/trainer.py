@@ -23,11 +23,19 @@ so a run resumed from a checkpoint (model, optimizer, scheduler, reference model
 counters, written atomically) continues exactly as the uninterrupted run would have.
 
 Distributed: under ``torchrun`` each rank decodes and scores its own prompts. Replicated (default): gradients
-are summed with ``all_reduce`` (gloo on CPU, nccl on GPU); the model is not wrapped in DDP, since each rank runs
-several forward passes per backward, and a plain all-reduce keeps that simple and exact. ``fsdp: true`` shards
-the policy and the reference model with FSDP2 (``fully_shard`` per transformer block, fp32 master weights cast
-to ``compute_dtype`` for compute, fp32 gradient reduction): what a 7B run on 80 GB cards needs. Checkpoints
-then gather full state dicts on rank 0, so they load with or without FSDP.
+are summed with ``all_reduce`` over a few flat buckets (:func:`all_reduce_bucketed`; gloo on CPU, nccl on GPU);
+the model is not wrapped in DDP, since each rank runs several forward passes per backward, and a plain
+all-reduce keeps that simple and exact. ``fsdp: true`` shards the policy and the reference model with FSDP2
+(``fully_shard`` per transformer block, fp32 master weights cast to ``compute_dtype`` for compute, fp32 gradient
+reduction): what a 7B run on 80 GB cards needs. Checkpoints then gather full state dicts on rank 0, so they load
+with or without FSDP.
+
+Memory (what a 7B policy needs): the log-prob passes run the LM head only at the positions that predict
+completion tokens, chunked with recomputation (``diffusion.estimators.completion_token_logp``): no (rows, L, V)
+logits and no fp32 log-softmax of them. Under FSDP that scorer is registered as a forward method of the sharded
+model (``register_fsdp_forward_method``), so the root's parameters (embeddings, final norm, head) are gathered
+around it as around ``forward``. A non-finite gradient is detected from the gradient norm (which the clipping
+computes anyway: per-tensor norms, no copy of the gradients); a norm that overflows counts as non-finite.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import os
 import shutil
 import sys
 import time
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from diffucoder.diffusion.estimators import MaskPlan, draw_mask_plan, estimate_logp
+from diffucoder.diffusion.estimators import LogpFn, MaskPlan, completion_token_logp, draw_mask_plan, estimate_logp
 from diffucoder.rl.config import GRPOConfig, RLConfigError
 from diffucoder.rl.loss import group_advantages, grpo_loss, zero_variance_groups
 from diffucoder.rl.rollout import (
@@ -68,6 +77,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffucoder.tokenizer import DiffuTokenizer
 
 STATE_NAME = "trainer_state.pt"
+# Config keys that cannot change what a run computes (where and how fast it runs, what it logs, how often it
+# saves): they may differ between the invocations of one run (see diffucoder.rundir).
+RL_OPERATIONAL = ("resume_from_checkpoint", "overwrite_output_dir", "disable_tqdm", "logging_steps", "save_steps",
+                  "save_total_limit", "reward_workers", "generation_batch_size", "logp_micro_batch_size", "device",
+                  "max_nonfinite_steps", "save_final_model", "output_dir", "gradient_checkpointing")
+# Keys a resumed run cannot take up even when a change is allowed (the saved rollout batch and the derived random
+# streams depend on them).
+RL_FIXED = ("seed", "num_generations", "per_device_train_batch_size")
 
 
 @dataclass
@@ -178,6 +195,46 @@ class _Dist:
             cleanup()
 
 
+GRAD_BUCKET_BYTES = 64 * 2 ** 20
+"""Size of one flat buffer of the replicated gradient all-reduce."""
+
+
+def all_reduce_bucketed(tensors: Sequence[torch.Tensor], reduce_: Callable[[torch.Tensor], Any],
+                        bucket_bytes: int = GRAD_BUCKET_BYTES) -> int:
+    """Reduce ``tensors`` in place through ``reduce_`` (e.g. a SUM all-reduce) on a few flat buffers.
+
+    Tensors are packed in order into buffers of at most ``bucket_bytes`` (one tensor larger than that gets a
+    buffer of its own) per dtype and device; each buffer is reduced with one call and copied back. Returns the
+    number of calls. Summation is elementwise, so the result equals one call per tensor, bit for bit.
+    """
+    calls = 0
+    bucket: list[torch.Tensor] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal calls, bucket, size
+        if not bucket:
+            return
+        if len(bucket) == 1:
+            reduce_(bucket[0])
+        else:
+            flat = torch.cat([t.reshape(-1) for t in bucket])  # (n,)
+            reduce_(flat)
+            for t, v in zip(bucket, flat.split([t.numel() for t in bucket])):
+                t.copy_(v.view_as(t))
+        calls += 1
+        bucket, size = [], 0
+
+    for t in tensors:
+        nbytes = t.numel() * t.element_size()
+        if bucket and (t.dtype != bucket[0].dtype or t.device != bucket[0].device or size + nbytes > bucket_bytes):
+            flush()
+        bucket.append(t)
+        size += nbytes
+    flush()
+    return calls
+
+
 def _pick_device(cfg: GRPOConfig, dist: _Dist) -> torch.device:
     if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -200,7 +257,7 @@ class GRPOTrainer:
     def __init__(self, cfg: GRPOConfig, model: "DreamModel | None" = None, tokenizer: "DiffuTokenizer | None" = None,
                  rows: Sequence[dict[str, Any]] | None = None,
                  reward_funcs: Sequence[str | RewardFunc] | None = None,
-                 log_fn: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 log_fn: Callable[[dict[str, Any]], None] | None = None, allow_config_change: bool = False) -> None:
         self.cfg = cfg
         self.dist = _Dist("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
         self.device = _pick_device(cfg, self.dist)
@@ -224,7 +281,19 @@ class GRPOTrainer:
             raise RLConfigError(f"model mask_token_id {model.config.mask_token_id} differs from the tokenizer's "
                                 f"{tokenizer.mask_token_id}")
         # resume: weights (policy and reference) go into the plain modules before any sharding
+        from diffucoder.rundir import check_changes, check_run_dir, config_changes, read_saved
+
+        check_run_dir(self.out, "output_dir")
         self.resume_path = self._resume_path()
+        self._config_changes: list = []
+        if self.resume_path is not None:
+            saved_file = self.resume_path / "rl_config.json"
+            saved_cfg = read_saved(saved_file)
+            if saved_cfg is not None:
+                self._config_changes = config_changes(saved_cfg, cfg.to_dict(), RL_OPERATIONAL,
+                                                      defaults=GRPOConfig().to_dict())
+                check_changes(self._config_changes, self.out, saved_file, allow=allow_config_change,
+                              what="GRPO run", fixed=RL_FIXED, error=RLConfigError)
         resume_state: dict[str, Any] | None = None
         if self.resume_path is not None:
             saved = DreamModel.from_pretrained(self.resume_path, torch_dtype=dtype)
@@ -269,7 +338,9 @@ class GRPOTrainer:
                 kept.append(r)
         self.data_stats.kept = len(kept)
         if not kept:
-            raise ValueError(f"no usable prompt rows ({self.data_stats})")
+            from diffucoder.errors import DatasetError
+
+            raise DatasetError(f"{cfg.dataset_path or 'rows'}: no usable prompt rows ({self.data_stats})")
         self.rows = kept
 
         self.reward_names = [n if isinstance(n, str) else getattr(n, "__name__", "reward")
@@ -313,6 +384,12 @@ class GRPOTrainer:
             if isinstance(m, DecoderLayer):
                 fully_shard(m, mp_policy=mp)
         fully_shard(module, mp_policy=mp)
+        # the scorer reads the root's parameters (embeddings, final norm, head) outside ``forward``: make FSDP
+        # gather them around it (and reduce their gradients) as it does around ``forward``
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        module._grpo_completion_logp = types.MethodType(completion_token_logp, module)
+        register_fsdp_forward_method(module, "_grpo_completion_logp")
 
     def _amp(self) -> Any:
         """Autocast to ``compute_dtype`` (without FSDP; FSDP casts through its mixed-precision policy)."""
@@ -442,8 +519,14 @@ class GRPOTrainer:
         rows = rows if rows is not None else slice(None)
         with self._amp():
             est = estimate_logp(model, batch.input_ids[rows].to(self.device), batch.attention_mask[rows].to(self.device),
-                                batch.plan.select(rows).to(self.device), self.tok.mask_token_id)
+                                batch.plan.select(rows).to(self.device), self.tok.mask_token_id,
+                                logp_fn=self._scorer(model))
         return est.logp
+
+    @staticmethod
+    def _scorer(model: "DreamModel") -> LogpFn | None:
+        """The FSDP-registered scorer of a sharded model (see ``_shard``), else None (the plain function)."""
+        return getattr(model, "_grpo_completion_logp", None)
 
     # -- one optimizer step --------------------------------------------------------------------------------
     def _update(self, batch: _Batch, iteration: int) -> dict[str, float]:
@@ -483,21 +566,12 @@ class GRPOTrainer:
             sums["tokens"] += out.num_tokens
         if first:
             batch.old_logp = old_store
-        # gradients: sum over ranks (each rank's loss is already divided by the global token count)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
-        if finite and grads:
-            flat = torch.cat([(g.to_local() if hasattr(g, "to_local") else g).reshape(-1).float() for g in grads])
-            if not bool(torch.isfinite(flat).all()):
-                flag[0] = 1.0
-        self.dist.sum_(flag)
+        # a non-finite loss on any rank skips the step on all ranks (one scalar collective)
+        flag = self.dist.sum_(torch.tensor([0.0 if finite else 1.0], device=self.device))
         grad_norm = math.nan
         if float(flag) == 0.0:
-            if self.dist.world > 1 and not self.fsdp:
-                for g in grads:
-                    self.dist.sum_(g)
-            gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            grad_norm = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+            grad_norm = self._finish_gradients()
+        if math.isfinite(grad_norm):
             self.opt.step()
             self._nonfinite_run = 0
         else:
@@ -510,8 +584,18 @@ class GRPOTrainer:
             self.sched.step()
         seconds = time.perf_counter() - t0
         P = batch.plan.num_passes
-        return {**sums, "lr": lr, "grad_norm": grad_norm, "skipped": float(flag > 0), "update_seconds": seconds,
+        return {**sums, "lr": lr, "grad_norm": grad_norm, "skipped": float(not math.isfinite(grad_norm)),
+                "update_seconds": seconds,
                 "update_tokens": float(N * P * batch.input_ids.shape[1])}
+
+    def _finish_gradients(self) -> float:
+        """Sum gradients over ranks (bucketed; FSDP has reduce-scattered them already), clip them to
+        ``max_grad_norm``; return the pre-clip norm, non-finite when a gradient is (the same on every rank)."""
+        if self.dist.world > 1 and not self.fsdp:
+            # each rank's loss is already divided by the global token count: the sum is the batch gradient
+            all_reduce_bucketed([p.grad for p in self.model.parameters() if p.grad is not None], self.dist.sum_)
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        return float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
 
     @torch.no_grad()
     def _sync_ref(self) -> None:
@@ -612,7 +696,8 @@ class GRPOTrainer:
             return cps[-1] if cps else None
         p = Path(str(r))
         if not (p / STATE_NAME).is_file():
-            raise FileNotFoundError(f"{p}: not a GRPO checkpoint (no {STATE_NAME})")
+            raise RLConfigError(f"resume_from_checkpoint: {p} is not a GRPO checkpoint (no {STATE_NAME})",
+                                ["resume_from_checkpoint"])
         return p
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -624,6 +709,13 @@ class GRPOTrainer:
         if resume is not None and self._resume_state is not None:
             self._restore(resume, self._resume_state)
             self._resume_state = None
+            if self.dist.main:
+                from diffucoder.rundir import log_changes, note
+
+                log_changes(self.out, self._config_changes, f"resume from {resume}")
+                note(f"resuming from step {self.step} of {cfg.max_steps} ({resume})" if self.step < cfg.max_steps
+                     else f"{self.out}: already at step {self.step} of {cfg.max_steps} ({resume}); nothing left to "
+                          f"train")
         self.dist.barrier()
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -680,17 +772,20 @@ class GRPOTrainer:
 def train_grpo(config: GRPOConfig | dict[str, Any] | str | Path, model: "DreamModel | None" = None,
                tokenizer: "DiffuTokenizer | None" = None, rows: Sequence[dict[str, Any]] | None = None,
                reward_funcs: Sequence[str | RewardFunc] | None = None,
-               log_fn: Callable[[dict[str, Any]], None] | None = None) -> GRPOResult:
+               log_fn: Callable[[dict[str, Any]], None] | None = None,
+               allow_config_change: bool = False) -> GRPOResult:
     """Run coupled-GRPO (see the module docstring).
 
     ``config``: a :class:`GRPOConfig`, a dict of its fields or a YAML path. ``model`` / ``tokenizer`` / ``rows``
     (dicts with ``question`` and ``test_cases``) / ``reward_funcs`` (names or callables) override what the
     config would load, which is how the demo and the tests call it. ``log_fn`` receives every logged record.
+    Resuming (``resume_from_checkpoint``) under a config that differs from the checkpoint's outside
+    ``RL_OPERATIONAL`` is refused with the changed keys named, unless ``allow_config_change``.
     """
     if isinstance(config, (str, Path)):
         config = GRPOConfig.from_yaml(config)
     elif isinstance(config, dict):
         config = GRPOConfig.from_dict(config)
     trainer = GRPOTrainer(config, model=model, tokenizer=tokenizer, rows=rows, reward_funcs=reward_funcs,
-                          log_fn=log_fn)
+                          log_fn=log_fn, allow_config_change=allow_config_change)
     return trainer.train()

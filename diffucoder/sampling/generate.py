@@ -72,7 +72,9 @@ Extensions (off by default):
   ``generator`` a sequence of generators; rows sharing settings and a generator are sampled together, so a
   request decoded alone or inside a batch draws the same numbers (what a server batching requests needs).
 - **streaming** (``step_callback``): called after every step with a :class:`DecodeStep` (the canvas, how many
-  leading completion tokens are final, which rows are finished); returning True ends decoding there.
+  leading completion tokens are final, which rows are finished); returning True ends decoding there, returning
+  a (B,) bool tensor stops those rows (their remaining masks become pad and they leave the forward passes, as
+  finished rows do under early stop: e.g. a server's rows that met a stop sequence or lost their client).
 - a confidence penalty on end-of-text / pad tokens (``stop_token_penalty``) against EOS flooding, and a
   :class:`~diffucoder.sampling.trace.DecodeTrace`.
 """
@@ -87,6 +89,7 @@ from typing import Any, Protocol
 
 import torch
 
+from diffucoder.errors import InputError
 from diffucoder.sampling.policies import ALGORITHMS, StepChoice, limit_vocab, process_logits, sample_tokens
 from diffucoder.sampling.trace import DecodeTrace, GenerationOutput
 
@@ -104,8 +107,8 @@ CACHE_MODES = ("prefix", "dual")
 _IGNORED_KWARGS = {"bos_token_id", "output_attentions", "output_hidden_states", "do_sample"}
 
 
-class GenerationError(ValueError):
-    """Bad arguments to :func:`diffusion_generate` (raised before any forward pass)."""
+class GenerationError(InputError):
+    """Bad arguments to :func:`diffusion_generate` (raised before any forward pass); a ``ValueError``."""
 
 
 class _Inherit:
@@ -394,7 +397,7 @@ def diffusion_generate(
     use_cache: str | bool | None = None,
     cache_refresh: int | None = None,
     early_stop: bool = False,
-    step_callback: Callable[[DecodeStep], bool | None] | None = None,
+    step_callback: Callable[[DecodeStep], bool | torch.Tensor | None] | None = None,
     vocab_limit: int | None = None,
     stop_token_ids: Sequence[int] | None = None,
     stop_token_penalty: float = 0.0,
@@ -611,7 +614,7 @@ def diffusion_generate(
         bar = tqdm(total=None if threshold is not None else steps_per_block * n_blocks, desc="diffusion",
                    unit="step", leave=False)
     global_step = 0
-    row_done = torch.zeros(B, dtype=torch.bool, device=device)  # finished rows (early stop only)
+    row_done = torch.zeros(B, dtype=torch.bool, device=device)  # finished (early stop) or stopped rows
     rows: torch.Tensor | None = None  # rows the forward computes (None: all)
     stopped = False
     aborted = False
@@ -635,7 +638,7 @@ def diffusion_generate(
                 break
             if cache_refresh is not None and i % cache_refresh == 0:
                 refresh = True
-            if early_stop and not forward.full_logits and (refresh or use_cache is None):
+            if bool(row_done.any()) and not forward.full_logits and (refresh or use_cache is None):
                 # leave finished rows out of the forward (with a cache only where it is refilled anyway)
                 live = (~row_done).nonzero().squeeze(1)
                 rows = None if live.numel() == B else live
@@ -735,18 +738,24 @@ def diffusion_generate(
             settled = finished = None
             if early_stop or step_callback is not None:
                 settled, finished = completion_state(x)
+            newly_done = finished & ~row_done if early_stop else torch.zeros_like(row_done)
             if step_callback is not None:
-                if step_callback(DecodeStep(step=global_step - 1, block=b, x=x, prompt_length=P, settled=settled,
-                                            finished=finished, forward_passes=forward.passes)):
+                answer = step_callback(DecodeStep(step=global_step - 1, block=b, x=x, prompt_length=P,
+                                                  settled=settled, finished=finished, forward_passes=forward.passes))
+                if isinstance(answer, torch.Tensor) and answer.dim() == 1:
+                    if answer.shape[0] != B:
+                        raise GenerationError(f"step_callback returned {answer.shape[0]} row flags for {B} rows")
+                    newly_done |= answer.to(device=device, dtype=torch.bool) & ~row_done
+                elif answer:
                     aborted = stopped = True
                     break
-            if early_stop and bool((finished & ~row_done).any()):
-                # a finished row's text is final: its remaining masks become pad and it stops being computed
-                row_done |= finished
+            if bool(newly_done.any()):
+                # a finished (or stopped) row's text is final: its remaining masks become pad and it stops
+                # being computed
+                row_done |= newly_done
                 x = torch.where(row_done[:, None] & (x == mask_id), torch.full_like(x, fill_id), x)
-            if early_stop and bool(finished.all()):
+            if bool(row_done.all()):  # every row finished or stopped: nothing is left to decode
                 early_stopped_at = global_step
-                x = torch.where(x == mask_id, torch.full_like(x, fill_id), x)
                 stopped = True
                 break
         if stopped:

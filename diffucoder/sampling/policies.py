@@ -136,7 +136,7 @@ def process_logits(logits: torch.Tensor, temperature: float, top_p: float | None
 
 
 def categorical_draw(probs: torch.Tensor, generator: torch.Generator | None = None,
-                     forbidden_ids: tuple[int, ...] = ()) -> torch.Tensor:
+                     forbidden_ids: tuple[int, ...] = (), uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """One id per row of ``probs`` (N, V) (non-negative weights), by inverse CDF; ``forbidden_ids`` never drawn.
 
     One uniform per row: ``torch.multinomial(probs, 1)`` instead draws one exponential per *vocabulary entry*
@@ -149,7 +149,9 @@ def categorical_draw(probs: torch.Tensor, generator: torch.Generator | None = No
         w[:, list(forbidden_ids)] = 0.0
     cdf = w.cumsum_(-1)  # (N, V)
     total = cdf[:, -1:]
-    u = torch.rand(N, 1, dtype=torch.float64, device=probs.device, generator=generator) * total
+    if uniforms is None:
+        uniforms = torch.rand(N, 1, dtype=torch.float64, device=probs.device, generator=generator)
+    u = uniforms.reshape(N, 1).to(torch.float64) * total
     idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first id whose cdf exceeds u
     # rounding can put u at the very top: take the last id that adds weight (the cdf's first maximum)
     last = cdf.argmax(-1)
@@ -169,6 +171,72 @@ def sample_tokens(logits: torch.Tensor, alg: str, temperature: float = 0.0, top_
     """
     if alg not in ALGORITHMS:
         raise ValueError(f"unknown alg {alg!r}; choose one of {list(ALGORITHMS)}")
+    if top_k is not None and top_k < logits.shape[-1] and not reference_draws and logits.shape[0]:
+        return _sample_top_k(logits, alg, temperature, top_p, top_k, generator, forbidden_ids)
+    return _sample_full(logits, alg, temperature, top_p, top_k, generator, forbidden_ids, reference_draws)
+
+
+def _sample_top_k(logits: torch.Tensor, alg: str, temperature: float, top_p: float | None, top_k: int,
+                  generator: torch.Generator | None, forbidden_ids: tuple[int, ...]) -> StepChoice:
+    """:func:`sample_tokens` with a top-k filter, computed on the (N, k) kept logits instead of (N, V).
+
+    Outside the top k the reference's probabilities are exactly 0 (its filled logits underflow in the softmax),
+    so the probabilities, the entropy, the margin and the chosen token are the same numbers up to the rounding of
+    the softmax normaliser (summed over k terms instead of V). Sampled tokens use the same uniform and the same
+    inverse-CDF draw over the kept ids in vocabulary order (the cdf of the full row, whose other terms are 0).
+    Rows this cannot settle exactly take the full computation with their own uniform: a tie across the cut (the
+    reference then keeps every tied id), a tie of the arg-max probability, a row whose kept mass is all on
+    forbidden ids.
+    """
+    N, V = logits.shape
+    x = logits / temperature if temperature > 0 else logits
+    if top_p is not None and top_p < 1:
+        x = top_p_filter(x, top_p)
+    vals, idx = torch.topk(x, min(top_k + 1, V), dim=-1)  # (N, k+1), descending
+    kept_v, kept_i = vals[:, :top_k], idx[:, :top_k]  # (N, k)
+    filled = torch.finfo(x.dtype).min
+    fallback = torch.zeros(N, dtype=torch.bool, device=x.device)
+    if vals.shape[1] > top_k:  # a tie across the cut (among logits top-p kept) would keep more than k ids
+        fallback |= (vals[:, top_k - 1] == vals[:, top_k]) & (vals[:, top_k - 1] > filled)
+    forbidden = torch.zeros_like(kept_i, dtype=torch.bool)
+    if forbidden_ids:
+        forbidden = torch.isin(kept_i, torch.tensor(list(forbidden_ids), device=x.device))  # (N, k)
+    probs = torch.softmax(kept_v, dim=-1)  # (N, k)
+    allowed = ~forbidden & (probs > 0)
+    fallback |= ~allowed.any(-1)  # no allowed mass: the reference falls back on the best allowed logit
+    uniforms = None
+    if temperature > 0:
+        uniforms = torch.rand(N, 1, dtype=torch.float64, device=x.device, generator=generator)
+        order = kept_i.argsort(dim=-1)  # the kept ids in vocabulary order, as the full row's cdf sees them
+        w = probs.gather(-1, order).masked_fill(~allowed.gather(-1, order), 0.0)  # (N, k)
+        pick = categorical_draw(w, uniforms=uniforms).clamp_min(0)  # (N,) column among the sorted ids
+        col = order.gather(-1, pick[:, None]).squeeze(-1)  # (N,) column in top-k order
+    else:
+        col = allowed.to(torch.int8).argmax(-1)  # the most probable allowed id (columns are descending)
+        if top_k > 1:  # its probability tied with the next one's: let the full arg-max decide, as the reference
+            nxt = (col + 1).clamp_max(top_k - 1)
+            fallback |= (probs.gather(-1, col[:, None]) == probs.gather(-1, nxt[:, None])).squeeze(-1) & (nxt > col)
+    tokens = kept_i.gather(-1, col[:, None]).squeeze(-1)  # (N,)
+    chosen_prob = probs.gather(-1, col[:, None]).squeeze(-1)
+    if alg == "topk_margin":
+        confidence = probs[:, 0] - probs[:, 1] if top_k > 1 else probs[:, 0]
+    elif alg == "entropy":
+        confidence = torch.sum(probs * torch.log(probs + 1e-10), dim=-1)
+    else:  # maskgit_plus, origin
+        confidence = chosen_prob
+    if bool(fallback.any()):
+        full = _sample_full(logits[fallback], alg, temperature, top_p, top_k, generator, forbidden_ids, False,
+                            uniforms[fallback] if uniforms is not None else None)
+        tokens, confidence, chosen_prob = tokens.clone(), confidence.clone(), chosen_prob.clone()
+        tokens[fallback], confidence[fallback], chosen_prob[fallback] = full.tokens, full.confidence, full.chosen_prob
+    return StepChoice(tokens=tokens, confidence=confidence, chosen_prob=chosen_prob)
+
+
+def _sample_full(logits: torch.Tensor, alg: str, temperature: float, top_p: float | None, top_k: int | None,
+                 generator: torch.Generator | None, forbidden_ids: tuple[int, ...],
+                 reference_draws: bool, uniforms: torch.Tensor | None = None) -> StepChoice:
+    """:func:`sample_tokens` over the whole vocabulary, the reference's computation (``uniforms``: the rows'
+    inverse-CDF draws, when already made)."""
     probs = torch.softmax(process_logits(logits, temperature, top_p, top_k), dim=-1)  # (N, V)
     forbid = list(forbidden_ids)
 
@@ -183,7 +251,7 @@ def sample_tokens(logits: torch.Tensor, alg: str, temperature: float = 0.0, top_
                 choose_from[dead] = F.one_hot(best_allowed(dead), probs.shape[-1]).to(choose_from.dtype)
             tokens = torch.multinomial(choose_from, 1, replacement=True, generator=generator).squeeze(-1)  # (N,)
         else:
-            tokens = categorical_draw(probs, generator, forbidden_ids)  # (N,)
+            tokens = categorical_draw(probs, generator, forbidden_ids, uniforms)  # (N,)
             dead = tokens < 0
             if bool(dead.any()):
                 tokens[dead] = best_allowed(dead)

@@ -60,13 +60,22 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def save_checkpoint(run_dir: str | Path, step: int, model: DreamModel, trainer_state: dict[str, Any],
                     keep_last: int) -> Path:
     """Write model + trainer state atomically, then delete all but the newest ``keep_last`` checkpoints."""
+    from diffucoder.errors import DiskFullError, disk_full_error
+
     path = checkpoint_path(run_dir, step)
-    with atomic_directory(path) as tmp:
-        write_pretrained(model, tmp)
-        torch.save({**trainer_state, "step": step}, tmp / TRAINER_STATE)
-        (tmp / "trainer_state.json").write_text(json.dumps(
-            {k: v for k, v in trainer_state.items() if isinstance(v, (int, float, str, bool))} | {"step": step},
-            indent=2, sort_keys=True) + "\n")
+    try:
+        with atomic_directory(path) as tmp:
+            write_pretrained(model, tmp)
+            torch.save({**trainer_state, "step": step}, tmp / TRAINER_STATE)
+            (tmp / "trainer_state.json").write_text(json.dumps(
+                {k: v for k, v in trainer_state.items() if isinstance(v, (int, float, str, bool))} | {"step": step},
+                indent=2, sort_keys=True) + "\n")
+    except DiskFullError:
+        last = latest_checkpoint(run_dir)
+        kept = (f"the checkpoint of step {step} was not written; the last complete one, {last}, is intact and "
+                f"the same command resumes from it once there is room" if last is not None else
+                f"the checkpoint of step {step} was not written")
+        raise disk_full_error(path.parent, kept) from None
     for _, old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     # leftovers of saves killed mid-way

@@ -14,17 +14,21 @@ which ``tests/test_configs.py`` uses to pick the loader.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
+
+from diffucoder.settings import (SettingsError, apply_overrides, check_value, field_docs, from_dict, load_settings,
+                                 parse_value)
+
+__all__ = ["ConfigError", "TrainConfig", "apply_overrides", "check_value", "dump_config", "field_docs", "from_dict",
+           "load_config", "parse_value"]
 
 
-class ConfigError(ValueError):
-    """A config that does not describe a valid training run."""
+class ConfigError(SettingsError):
+    """A config that does not describe a valid training run (``keys``: the dotted keys involved)."""
 
 
 @dataclass
@@ -249,182 +253,99 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
+        def need(cond: bool, msg: str, *keys: str) -> None:
             if not cond:
-                raise ConfigError(msg)
+                raise ConfigError(msg, keys)
 
         o = self.optim
-        need(self.kind == "train", f"kind must be 'train' for a training config, got {self.kind!r}")
-        need(o.steps >= 1, f"optim.steps must be >= 1, got {o.steps}")
-        need(o.global_batch_size >= 1 and o.micro_batch_size >= 1, "batch sizes must be >= 1")
+        need(self.kind == "train", f"kind must be 'train' for a training config, got {self.kind!r}", "kind")
+        need(o.steps >= 1, f"optim.steps must be >= 1, got {o.steps}", "optim.steps")
+        need(o.global_batch_size >= 1, f"optim.global_batch_size must be >= 1, got {o.global_batch_size}",
+             "optim.global_batch_size")
+        need(o.micro_batch_size >= 1, f"optim.micro_batch_size must be >= 1, got {o.micro_batch_size}",
+             "optim.micro_batch_size")
         need(o.global_batch_size % o.micro_batch_size == 0,
              f"optim.global_batch_size ({o.global_batch_size}) must be a multiple of optim.micro_batch_size "
-             f"({o.micro_batch_size})")
-        need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
-        need(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
-        need(len(o.betas) == 2, f"optim.betas must have two values, got {o.betas}")
-        need(0 < self.diffusion.eps < 1, f"diffusion.eps must be in (0, 1), got {self.diffusion.eps}")
+             f"({o.micro_batch_size})", "optim.global_batch_size", "optim.micro_batch_size")
+        need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}", "optim.lr")
+        need(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}",
+             "optim.min_lr_ratio")
+        need(o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}", "optim.warmup_steps")
+        need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}", "optim.weight_decay")
+        need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0: no clipping), got {o.grad_clip}",
+             "optim.grad_clip")
+        need(o.adam_eps > 0, f"optim.adam_eps must be > 0, got {o.adam_eps}", "optim.adam_eps")
+        need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+             f"optim.betas must be two values in [0, 1), got {o.betas}", "optim.betas")
+        need(o.max_minutes is None or o.max_minutes > 0, f"optim.max_minutes must be > 0, got {o.max_minutes}",
+             "optim.max_minutes")
+        need(0 < self.diffusion.eps < 1, f"diffusion.eps must be in (0, 1), got {self.diffusion.eps}",
+             "diffusion.eps")
+        need(self.diffusion.anneal_steps >= 0, f"diffusion.anneal_steps must be >= 0, got "
+             f"{self.diffusion.anneal_steps}", "diffusion.anneal_steps")
         for name in ("random_truncation_prob", "clean_prefix_prob"):
             p = getattr(self.diffusion, name)
-            need(0 <= p <= 1, f"diffusion.{name} must be in [0, 1], got {p}")
-        need(self.data.seq_len >= 2, f"data.seq_len must be >= 2, got {self.data.seq_len}")
-        need(0 <= self.data.heldout_fraction < 1, "data.heldout_fraction must be in [0, 1)")
-        need(0 <= self.sft.heldout_fraction < 1, "sft.heldout_fraction must be in [0, 1)")
+            need(0 <= p <= 1, f"diffusion.{name} must be in [0, 1], got {p}", f"diffusion.{name}")
+        need(self.data.seq_len >= 2, f"data.seq_len must be >= 2, got {self.data.seq_len}", "data.seq_len")
+        need(0 <= self.data.heldout_fraction < 1, f"data.heldout_fraction must be in [0, 1), got "
+             f"{self.data.heldout_fraction}", "data.heldout_fraction")
+        need(self.data.max_documents is None or self.data.max_documents >= 1,
+             f"data.max_documents must be >= 1 (or null: all), got {self.data.max_documents}", "data.max_documents")
+        need(self.data.synthetic_solutions >= 0, f"data.synthetic_solutions must be >= 0, got "
+             f"{self.data.synthetic_solutions}", "data.synthetic_solutions")
+        need(0 <= self.sft.heldout_fraction < 1, f"sft.heldout_fraction must be in [0, 1), got "
+             f"{self.sft.heldout_fraction}", "sft.heldout_fraction")
+        need(self.sft.max_length >= 2, f"sft.max_length must be >= 2, got {self.sft.max_length}", "sft.max_length")
+        need(self.sft.synthetic_tasks >= 0, f"sft.synthetic_tasks must be >= 0, got {self.sft.synthetic_tasks}",
+             "sft.synthetic_tasks")
+        need(self.sft.progressive_condition_steps >= 0, f"sft.progressive_condition_steps must be >= 0, got "
+             f"{self.sft.progressive_condition_steps}", "sft.progressive_condition_steps")
         need(self.data.separator in ("eos", "none"), f"data.separator must be 'eos' or 'none', got "
-             f"{self.data.separator!r}")
+             f"{self.data.separator!r}", "data.separator")
         need(self.task != "adapt" or self.model.init_from is not None,
-             "task 'adapt' needs model.init_from (the causal LM to adapt)")
-        need(self.checkpoint.keep_last >= 1, "checkpoint.keep_last must be >= 1")
+             "task 'adapt' needs model.init_from (the causal LM to adapt)", "task", "model.init_from")
+        from diffucoder.tokenizer import SPECIAL_TOKENS
+
+        least = 256 + len(SPECIAL_TOKENS)
+        need(self.tokenizer.vocab_size >= least, f"tokenizer.vocab_size must be >= {least} (256 bytes + the "
+             f"special tokens), got {self.tokenizer.vocab_size}", "tokenizer.vocab_size")
+        need(self.eval.every >= 0, f"eval.every must be >= 0 (0: only at the end), got {self.eval.every}",
+             "eval.every")
+        need(self.eval.num_sequences >= 1 and self.eval.batch_size >= 1,
+             "eval.num_sequences and eval.batch_size must be >= 1", "eval.num_sequences", "eval.batch_size")
+        need(self.checkpoint.every >= 0, f"checkpoint.every must be >= 0 (0: never), got {self.checkpoint.every}",
+             "checkpoint.every")
+        need(self.checkpoint.keep_last >= 1, f"checkpoint.keep_last must be >= 1, got {self.checkpoint.keep_last}",
+             "checkpoint.keep_last")
+        need(self.logging.every >= 1, f"logging.every must be >= 1, got {self.logging.every}", "logging.every")
+        need(self.runtime.threads is None or self.runtime.threads >= 1,
+             f"runtime.threads must be >= 1 (or null: the default), got {self.runtime.threads}", "runtime.threads")
+        from diffucoder.model.config import PRESETS
+
+        need(self.model.init_from is not None or self.model.preset in PRESETS,
+             f"model.preset {self.model.preset!r} is not one of {sorted(PRESETS)}", "model.preset")
         need(self.runtime.device in ("auto", "cpu", "cuda") or self.runtime.device.startswith("cuda:"),
-             f"runtime.device must be auto, cpu or cuda, got {self.runtime.device!r}")
+             f"runtime.device must be auto, cpu or cuda, got {self.runtime.device!r}", "runtime.device")
+        need(self.resume in ("auto", "never") or bool(self.resume.strip()),
+             "resume must be 'auto', 'never' or a checkpoint folder", "resume")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# generic dataclass <-> dict with type checking
+# loading (the generic typed-settings machinery lives in diffucoder.settings; re-exported for older callers)
 # ------------------------------------------------------------------------------------------------------------
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (read from its source), for help and errors."""
-    import inspect
-    import textwrap
-
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
-                and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
-            docs[a.target.id] = " ".join(b.value.value.split())
-    return docs
-
-
-def check_value(value: Any, tp: Any, where: str) -> Any:
-    """``value`` checked against (and, for numbers and tuples, converted to) the annotation ``tp``; a ConfigError
-    that names ``where`` otherwise. Shared by every typed settings class (training configs, demo budgets)."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for arg in get_args(tp):
-            if arg is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return check_value(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} does not match {tp}" if value is not None or not errors
-                          else errors[0])
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (arg,) = get_args(tp) or (Any,)
-        return [check_value(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:  # tuple[X, ...]: a list, a tuple, "a,b,c" or a single value from a command line
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif isinstance(value, (int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (arg, *_) = get_args(tp) or (Any,)
-        return tuple(check_value(v, arg, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys (listing the valid ones)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
-    kwargs = {k: check_value(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value read as YAML (``3`` -> 3, ``false`` -> False), or the text itself when it is not."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (YAML-parsed values) to a nested mapping, in place; returns it."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-3)")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = data
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = parse_value(value)
-    return data
-
-
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
-    """Read a YAML training config (or start from defaults when ``path`` is None) and apply overrides."""
-    from diffucoder.yaml_io import read_yaml_mapping
-
-    data: dict[str, Any] = read_yaml_mapping(path, ConfigError) if path is not None else {}
-    apply_overrides(data, overrides)
-    return from_dict(TrainConfig, data, where=str(path) if path else "config")
+    """Read a YAML training config (or start from defaults when ``path`` is None) and apply overrides; a
+    :class:`ConfigError` says whether the file or an override holds a bad value."""
+    return load_settings(TrainConfig, path, overrides, error=ConfigError)
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable by :func:`load_config`)."""
+    """Write the resolved config as YAML (loadable by :func:`load_config`), atomically."""
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from diffucoder.errors import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -29,6 +29,7 @@ from torch import nn
 from diffucoder.diffusion.losses import model_loss_sums
 from diffucoder.model import DreamConfig, DreamModel
 from diffucoder.model.modeling import DecoderLayer
+from diffucoder.rundir import ALLOW_FLAG
 from diffucoder.training import distributed as D
 from diffucoder.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from diffucoder.training.config import ConfigError, TrainConfig, dump_config
@@ -141,7 +142,16 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
                 cfg, tok, extra_texts, sft_records)
             payload["fingerprint"] = fp
             tmp = cache.with_suffix(f".tmp-{os.getpid()}")
-            torch.save(payload, tmp)
+            try:
+                torch.save(payload, tmp)
+            except (OSError, RuntimeError) as e:
+                from diffucoder.errors import disk_full_error, is_disk_full
+
+                full = is_disk_full(e, run_dir)
+                tmp.unlink(missing_ok=True)
+                if full:
+                    raise disk_full_error(cache, "nothing of the run was changed") from None
+                raise
             os.replace(tmp, cache)
     D.barrier(info)
     payload = torch.load(cache, weights_only=False)
@@ -191,9 +201,16 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
     from diffucoder.data.packing import is_heldout
     from diffucoder.data.sft import encode_examples, fits, parse_record, read_sft_jsonl
 
+    from diffucoder.errors import DiffucoderError, InputError
+
     records = []
     for f in cfg.sft.files:
-        records.extend(read_sft_jsonl(f))
+        try:
+            records.extend(read_sft_jsonl(f))
+        except ValueError as e:  # a malformed row: the reader names the file and line
+            if isinstance(e, DiffucoderError):
+                raise
+            raise InputError(str(e)) from None
     records.extend(parse_record(r, f"sft_records[{i}]") for i, r in enumerate(sft_records))
     if cfg.sft.synthetic_tasks > 0:
         records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed, cfg.sft.synthetic_tiers))
@@ -203,7 +220,8 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
     kept = [(r, e) for r, e in zip(records, examples) if fits(e, cfg.sft.max_length)]
     dropped = len(examples) - len(kept)
     if not kept:
-        raise ValueError(f"none of the {len(examples)} SFT examples fits sft.max_length={cfg.sft.max_length}")
+        raise ConfigError(f"none of the {len(examples)} SFT examples fits sft.max_length={cfg.sft.max_length} "
+                          f"(prompt + answer + one pad token); raise it", ["sft.max_length"])
     train, held = [], []
     for r, e in kept:
         key = json.dumps([r.prompt_messages, r.answer])
@@ -418,40 +436,106 @@ def _load_optimizer_state(optimizer, objective, state: dict, info: D.DistInfo, f
         optimizer.load_state_dict(state)
 
 
+# Keys that cannot change what a run computes (where it runs, what it prints, how often it saves or
+# evaluates): they may differ between the invocations of one run. Every other key is part of the run.
+TRAIN_OPERATIONAL = ("run_dir", "resume", "logging.*", "runtime.threads", "runtime.device", "runtime.compile",
+                     "checkpoint.every", "checkpoint.keep_last", "optim.max_minutes", "eval.every", "eval.batch_size")
+# Keys a resumed run cannot take up even when a change is allowed: the checkpoint's weights and the run's saved
+# tokenizer were made with them.
+TRAIN_FIXED = ("task", "seed", "tokenizer.*", "model.preset", "model.overrides*", "model.shift_logits",
+               "model.init_from")
+
+
+def preflight(cfg: TrainConfig) -> Path | None:
+    """Check everything ``train`` reads before anything is written (the run folder, the resume target, the
+    tokenizer, the starting checkpoint, the SFT files and corpus sources); returns the checkpoint to resume
+    from (None: a fresh start). Raises ConfigError / CheckpointError / InputError naming the problem."""
+    from diffucoder.model.checkpoint import read_config, weight_files
+    from diffucoder.rundir import check_run_dir
+
+    run_dir = check_run_dir(cfg.run_dir, "run_dir")
+    if cfg.runtime.device != "auto" and cfg.runtime.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device is {cfg.runtime.device!r} but CUDA is not available on this machine "
+                          f"(use cpu or auto)", ["runtime.device"])
+    if cfg.tokenizer.path is not None:
+        tp = Path(cfg.tokenizer.path)
+        if not (tp.is_file() or (tp / "tokenizer.json").is_file()):
+            raise ConfigError(f"tokenizer.path: {tp} is neither a tokenizer.json nor a folder holding one",
+                              ["tokenizer.path"])
+    if cfg.model.init_from is not None:
+        src = Path(cfg.model.init_from)
+        read_config(src)  # CheckpointError naming the folder / config.json
+        weight_files(src)
+    if cfg.task == "sft":
+        for f in cfg.sft.files:
+            if not Path(f).is_file():
+                raise ConfigError(f"sft.files: {f}: {'is a folder, not' if Path(f).is_dir() else 'no such'} "
+                                  f"jsonl file", ["sft.files"])
+    else:
+        for src_name in cfg.data.corpus:
+            if src_name != "stdlib" and not Path(src_name).exists():
+                raise ConfigError(f"data.corpus: {src_name!r} is not 'stdlib' and no such file or folder exists",
+                                  ["data.corpus"])
+    if cfg.resume == "auto":
+        return latest_checkpoint(run_dir)
+    if cfg.resume == "never":
+        if list_checkpoints(run_dir):
+            raise ConfigError(f"{run_dir}: holds checkpoints but resume is 'never'; choose another run_dir or "
+                              f"resume=auto", ["resume"])
+        return None
+    ckpt = Path(cfg.resume)
+    if not (ckpt / "trainer_state.pt").is_file():
+        raise ConfigError(f"resume: {ckpt} is not a checkpoint folder (no trainer_state.pt)", ["resume"])
+    return ckpt
+
+
 def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[str] = (),
-          sft_records: Sequence[dict] = ()) -> TrainResult:
+          sft_records: Sequence[dict] = (), allow_config_change: bool = False) -> TrainResult:
     """Run (or resume) the training described by ``config``; see the module docstring.
 
     ``tokenizer``: a :class:`~diffucoder.tokenizer.DiffuTokenizer` to use instead of the configured one;
     ``extra_texts``: more pretraining documents (e.g. synthetic-task solutions) appended to ``data.corpus``;
     ``sft_records``: more SFT examples as dicts (``messages`` or ``prompt``/``completion``).
+
+    Into a run folder that already holds a run (its ``config.yaml``), a config that differs in any key outside
+    ``TRAIN_OPERATIONAL`` is refused with the changed keys named, unless ``allow_config_change`` (then the
+    change is logged in ``config_changes.jsonl``). Nothing is written before these checks pass.
     """
+    from diffucoder.rundir import check_changes, config_changes, log_changes, note, read_saved
+
     cfg = config
     cfg.validate()
     t_start = time.time()
+    ckpt_path = preflight(cfg)
+    run_dir = Path(cfg.run_dir)
+    saved_file = run_dir / "config.yaml"
+    saved = read_saved(saved_file)
+    changes = (config_changes(saved, cfg.to_dict(), TRAIN_OPERATIONAL, defaults=TrainConfig().to_dict())
+               if saved is not None else [])
+    # an earlier attempt that trained nothing (no checkpoint, no final model) holds nothing a change could spoil
+    trained = ckpt_path is not None or bool(list_checkpoints(run_dir)) or (run_dir / "final" / "config.json").is_file()
+    check_changes(changes, run_dir, saved_file, allow=allow_config_change or not trained, what="training run",
+                  fixed=TRAIN_FIXED if ckpt_path is not None else (), error=ConfigError)
     info = D.init_distributed(cfg.runtime.device)
     if cfg.runtime.threads is not None:
         torch.set_num_threads(cfg.runtime.threads)
     elif info.local_world_size > 1 and info.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
-    run_dir = Path(cfg.run_dir)
+    o = cfg.optim
+    if o.global_batch_size % info.world_size or (o.global_batch_size // info.world_size) % o.micro_batch_size:
+        raise ConfigError(f"optim.global_batch_size ({o.global_batch_size}) must split into {info.world_size} "
+                          f"rank(s) x micro-batches of {o.micro_batch_size}",
+                          ["optim.global_batch_size", "optim.micro_batch_size"])
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if changes and ckpt_path is None:  # a fresh start under new settings: drop what the old ones derived
+            import shutil
 
-    # -- resume decision --------------------------------------------------------------------------------------
-    if cfg.resume == "auto":
-        ckpt_path = latest_checkpoint(run_dir)
-    elif cfg.resume == "never":
-        if list_checkpoints(run_dir):
-            raise ConfigError(f"{run_dir}: holds checkpoints but resume is 'never'; choose another run_dir or "
-                              f"resume=auto")
-        ckpt_path = None
-    else:
-        ckpt_path = Path(cfg.resume)
-        if not ckpt_path.is_dir():
-            raise ConfigError(f"resume: {ckpt_path} is not a checkpoint folder")
-    if info.is_main:
-        dump_config(cfg, run_dir / "config.yaml")
+            shutil.rmtree(run_dir / "tokenizer", ignore_errors=True)
+            (run_dir / "data.pt").unlink(missing_ok=True)
+        dump_config(cfg, saved_file)
+        log_changes(run_dir, changes, f"resume from {ckpt_path}" if ckpt_path else "fresh start")
+    D.barrier(info)
 
     # -- tokenizer, data, model ------------------------------------------------------------------------------
     if tokenizer is not None and info.is_main and not (run_dir / "tokenizer" / "tokenizer.json").is_file():
@@ -488,13 +572,15 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
         scheduler.load_state_dict(loaded.trainer_state["scheduler"])
         start_step = loaded.step
         tokens_seen = int(loaded.trainer_state.get("tokens_seen", 0))
+        if info.is_main:
+            note(f"resuming from step {start_step} of {cfg.optim.steps} ({loaded.path})"
+                 if start_step < cfg.optim.steps else
+                 f"{run_dir}: already at step {start_step} of {cfg.optim.steps} ({loaded.path}); nothing left to "
+                 f"train (raise optim.steps, with {ALLOW_FLAG}, to continue)")
     del loaded
 
     o = cfg.optim
     per_rank = o.global_batch_size // info.world_size
-    if o.global_batch_size % info.world_size or per_rank % o.micro_batch_size:
-        raise ConfigError(f"optim.global_batch_size ({o.global_batch_size}) must split into {info.world_size} "
-                          f"rank(s) x micro-batches of {o.micro_batch_size}")
     order = BatchOrder(len(data.train), o.global_batch_size, cfg.seed)
     use_bf16 = cfg.runtime.precision == "bf16"
 
