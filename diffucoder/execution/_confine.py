@@ -7,7 +7,7 @@ from ``/proc``. cgroups would account a whole tree but are unavailable (or read-
 program's process may create threads (same process: its CPU clock and address space count them) but no processes:
 a seccomp filter makes fork, vfork, clone without CLONE_THREAD, clone3 (glibc then falls back to clone) and
 io_uring_setup fail with EPERM, and refuses every syscall of a foreign ABI (x32, int 0x80). It also refuses
-creating hard or symbolic links (see ``_filter``). Where seccomp is not
+creating hard or symbolic links and anonymous memory files (memfd_create; see ``_filter``). Where seccomp is not
 available, ``install_no_fork`` returns False and the caller falls back to RLIMIT_NPROC and killing leftovers.
 """
 
@@ -32,8 +32,9 @@ _CLONE_THREAD = 0x00010000
 # arch -> (AUDIT_ARCH, syscall numbers)
 _ARCHES = {
     "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "io_uring_setup": 425,
-                            "link": 86, "symlink": 88, "linkat": 265, "symlinkat": 266}),
-    "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435, "io_uring_setup": 425, "linkat": 37, "symlinkat": 36}),
+                            "link": 86, "symlink": 88, "linkat": 265, "symlinkat": 266, "memfd_create": 319}),
+    "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435, "io_uring_setup": 425, "linkat": 37, "symlinkat": 36,
+                            "memfd_create": 279}),
 }
 
 try:
@@ -73,9 +74,10 @@ def _filter() -> bytes | None:
         (_RET, 0, 0, _RET_ALLOW),          # a thread
         (_RET, 0, 0, deny),                # a process
     ]
-    # links too: a symlink in the work directory could point a test that opens a file at one of the supervisor's
-    # own descriptors (/proc/self/fd/N)
-    for name in ("fork", "vfork", "io_uring_setup", "link", "symlink", "linkat", "symlinkat"):
+    # links too: a symlink in the work directory could point a test that opens a file at one of the test
+    # process's own descriptors (/proc/self/fd/N); and memfd_create: anonymous files hold memory that RLIMIT_AS
+    # does not count (each up to RLIMIT_FSIZE, one per descriptor)
+    for name in ("fork", "vfork", "io_uring_setup", "link", "symlink", "linkat", "symlinkat", "memfd_create"):
         if name in nr:
             prog += [(_JEQ, 0, 1, nr[name]), (_RET, 0, 0, deny)]
     prog += [(_JEQ, 0, 1, nr["clone3"]), (_RET, 0, 0, _RET_ERRNO | errno.ENOSYS),

@@ -36,7 +36,7 @@ import time
 import traceback
 
 from diffucoder.execution import _wire
-from diffucoder.execution._program import exception_fields
+from diffucoder.execution._program import OUTPUT_CAP, exception_fields
 
 _link = None  # the one Link of this process (set by ``main``)
 _BUILTINS = vars(builtins)
@@ -233,7 +233,8 @@ class Link:
     """The test side of the channel: sends requests, waits (with deadlines and the per-test CPU limit), turns
     answers into values or exceptions, and runs the test's callables the program calls back."""
 
-    def __init__(self, wr: int, rd: int, cap: int, deadline: float, program_pid, side: dict | None = None):
+    def __init__(self, wr: int, rd: int, cap: int, deadline: float, program_pid, side: dict | None = None,
+                 call_timeout: float | None = None):
         self.wr = wr
         os.set_blocking(wr, False)
         self.side = side or {}
@@ -243,6 +244,7 @@ class Link:
         self.last_cpu = 0.0
         self.deadline = deadline
         self.test_deadline = deadline
+        self.call_timeout = call_timeout  # seconds of wall-clock time per request (None: the deadlines only)
         self.limit: float | None = None
         self.cpu0 = 0.0
         self.seq = 0
@@ -313,6 +315,8 @@ class Link:
         self.requests += 1
         seq = header[1]
         deadline = self.test_deadline
+        if self.call_timeout is not None:
+            deadline = min(deadline, time.monotonic() + self.call_timeout)
         try:
             _wire.send(self.wr, _wire.join(header, segs), deadline, self.side)
         except _wire.Closed:
@@ -367,7 +371,7 @@ class Link:
             for text, stream in ((out, sys.stdout), (err, sys.stderr)):
                 if text:
                     try:
-                        stream.write(text)
+                        stream.write(text[:OUTPUT_CAP])
                     except Exception:
                         pass
         if kind == "ok":
@@ -595,10 +599,22 @@ def import_std(name: str):
 
 
 class Records(list):
-    """What the tests did, in order: the verdict is built from these records only."""
+    """What the tests did, in order: the verdict is built from these records only. With ``fd``, each record is
+    also written there at once as a JSON line (the supervisor reads them: what was recorded before the test
+    process was killed at the deadline still counts)."""
+
+    def __init__(self, fd: int | None = None):
+        super().__init__()
+        self.fd = fd
 
     def __call__(self, **rec):
         self.append(rec)
+        if self.fd is not None:
+            import json
+
+            data = memoryview(json.dumps(rec).encode() + b"\n")
+            while data:
+                data = data[os.write(self.fd, data):]
 
 
 def _describe(e: BaseException) -> str:
@@ -716,16 +732,17 @@ class _Sink:
         return False
 
 
-def run_here(job: dict, link: Link) -> Records:
-    """Run one job's tests in this process (the supervisor) against the program behind ``link``.
+def run_here(job: dict, link: Link, record: Records | None = None) -> Records:
+    """Run one job's tests in this process (the job's test process) against the program behind ``link``.
 
     A SIGALRM at the job's deadline interrupts what the link's own deadlines cannot: a test blocked in a system
-    call (e.g. opening a FIFO the program left in the work directory) or looping over the program's answers."""
+    call (e.g. opening a FIFO the program left in the work directory) or looping over the program's answers. The
+    supervisor kills the test process a little later in any case (a test stuck in C code)."""
     import io
 
     global _link
     _link = link
-    record = Records()
+    record = Records() if record is None else record
     saved = sys.stdout, sys.stderr, sys.stdin, sys.getrecursionlimit()
     sys.stdout, sys.stderr, sys.stdin = _Sink(), _Sink(), io.StringIO("")
     sys.setrecursionlimit(max(saved[3], 4000))  # deeply nested answers decode and compare

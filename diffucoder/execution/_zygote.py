@@ -34,6 +34,7 @@ import socket
 import struct
 import sys
 import time
+import traceback
 
 from diffucoder.execution import _confine, _program, _testside
 
@@ -307,24 +308,87 @@ def _finish_previous(state):
 _EMPTY_P = {"early": False, "signal": None, "exit": None, "cpu": 0.0, "clean": True}
 
 
-class _Job:
-    """The supervisor's view of one running job: the program's pid (from the program zygote) and its output."""
+def _program_started(pz):
+    """The program's pid, as the program zygote reports it after forking (None when it does not answer)."""
+    try:
+        msg, _ = pz.recv(timeout=30)
+        if msg[0] == "started":
+            return int(msg[1])
+    except (TimeoutError, EOFError, OSError, ValueError, IndexError, TypeError):
+        pass
+    return None
 
-    def __init__(self, state, ocap):
-        self.pz, self.state = state["pz"], state
-        self.pid = None
-        self.out, self.err = _Tail(ocap), _Tail(ocap)
 
-    def program_pid(self):
-        if self.pid is None:
+def _test_process(tjob, fds, pid, deadline, cap, limits, state):
+    """The test process of one job (forked by the supervisor; never returns): runs the tests against the program
+    behind the channel and streams its records to the supervisor, one JSON line each."""
+    try:
+        req_w, rep_r, rec_w = fds
+        devnull = os.open("/dev/null", os.O_RDWR)
+        _confine.keep_fds({0: devnull, 1: devnull, 2: 2, 3: req_w, 4: rep_r, 5: rec_w})
+        os.chdir(state["workdir"])  # created by the program zygote before it forked the program
+        # its memory, its files and its own CPU time are bounded (the supervisor kills it at the deadline anyway)
+        want = _confine.vm_bytes() + 3 * cap + (512 << 20)
+        cpu = int(float(limits["wall_s"])) + 5
+        for r, v in ((resource.RLIMIT_AS, want), (resource.RLIMIT_FSIZE, int(limits["file_mb"]) << 20),
+                     (resource.RLIMIT_CPU, cpu)):
+            soft, hard = resource.getrlimit(r)
+            resource.setrlimit(r, (v if hard == resource.RLIM_INFINITY else min(v, hard), hard))
+        _confine.prctl(_confine.PR_SET_DUMPABLE, 0)
+        if state["no_fork"] and not _confine.install_no_fork():
+            raise OSError("could not install the no-fork filter")
+        link = _testside.Link(3, 4, cap, deadline, lambda: pid, call_timeout=tjob.get("call_timeout"))
+        _testside.run_here(tjob, link, _testside.Records(5))
+    except BaseException:
+        try:
+            os.write(2, ("test process: " + traceback.format_exc()[-1000:]).encode())
+        except BaseException:
+            pass
+    finally:
+        os._exit(0)
+
+
+def _collect(rec_r, tpid, outputs, deadline):
+    """Read the test process's records until it is done (or the deadline has passed: it is then killed), serving
+    the program's output pipes meanwhile. Returns (records, timed out, the signal that ended the test process)."""
+    recs, buf, timed_out = [], bytearray(), False
+    live = {rec_r, *outputs}
+    while rec_r in live:
+        left = deadline + 1.0 - time.monotonic()  # the test process interrupts itself at deadline + 0.25 s
+        if left <= 0:
+            timed_out = True
+            break
+        r, _, _ = select.select(list(live), [], [], left)
+        for fd in r:
             try:
-                msg, _ = self.pz.recv(timeout=30)
-                if msg[0] == "started":
-                    self.pid = int(msg[1])
-                    os.chdir(self.state["workdir"])  # created by the program zygote before it forked
-            except (TimeoutError, EOFError, OSError, ValueError, IndexError, TypeError):
-                return None
-        return self.pid
+                data = os.read(fd, 1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                live.discard(fd)
+            elif fd == rec_r:
+                buf += data
+                *lines, rest = bytes(buf).split(b"\n")
+                buf = bytearray(rest)
+                for line in lines:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict):
+                        recs.append(rec)
+            else:
+                outputs[fd].add(data)
+    try:
+        os.kill(tpid, signal.SIGKILL)  # done or late: nothing of it may outlive the job
+    except ProcessLookupError:
+        pass
+    _, status = os.waitpid(tpid, 0)
+    os.close(rec_r)
+    t_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if any(r.get("k") == "done" for r in recs):
+        t_signal = None  # killed after it had finished
+    return recs, timed_out, t_signal
 
 
 def run_job(job, state):
@@ -351,45 +415,32 @@ def run_job(job, state):
     pz.send(["run", spec], [req_r, rep_w, out_w, err_w])
     for fd in (req_r, rep_w, out_w, err_w):
         os.close(fd)
-    this = _Job(state, int(limits["output_bytes"]))
-    outputs = {out_r: this.out, err_r: this.err}
-
-    def drain(fd):
-        data = os.read(fd, 1 << 20)
-        if data:
-            outputs[fd].add(data)
-        else:
-            side.pop(fd, None)
-
-    side = {out_r: drain, err_r: drain}
-    cap = min(int(limits["memory_mb"]), 1024) << 20
-    link = _testside.Link(req_w, rep_r, cap, deadline, this.program_pid, side)
-    tjob = {"compiled": (codes, setup_code, names, module_like), "wanted": wanted, "data": data, "entry_points": entry,
-            "test_time_limits": job.get("test_time_limits"), "wall_factor": job.get("wall_factor", 10.0)}
-    # the tests' memory and files are bounded for this job (soft limits, raised again afterwards)
-    limits_before = [(r, resource.getrlimit(r)) for r in (resource.RLIMIT_AS, resource.RLIMIT_FSIZE)]
-    for r, (soft, hard) in limits_before:
-        want = _confine.vm_bytes() + 3 * cap + (512 << 20) if r == resource.RLIMIT_AS else int(limits["file_mb"]) << 20
-        resource.setrlimit(r, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
-    try:
-        recs = _testside.run_here(tjob, link)
-    finally:
-        for r, lim in limits_before:
-            resource.setrlimit(r, lim)
-    wall_s = time.monotonic() - t_start
-    os.close(req_w)
-    os.close(rep_r)
-    os.chdir("/")
-    pid = this.program_pid()
+    pid = _program_started(pz)
     if pid is None:
         raise RuntimeError("the program zygote did not start the program")
+    out, err = _Tail(int(limits["output_bytes"])), _Tail(int(limits["output_bytes"]))
+    outputs = {out_r: out, err_r: err}
+    cap = min(int(limits["memory_mb"]), 1024) << 20
+    tjob = {"compiled": (codes, setup_code, names, module_like), "wanted": wanted, "data": data,
+            "entry_points": entry, "test_time_limits": job.get("test_time_limits"),
+            "wall_factor": job.get("wall_factor", 10.0), "call_timeout": job.get("call_timeout")}
+    rec_r, rec_w = os.pipe()
+    gc.freeze()  # the test process's collector then never walks (and so never copies) the cached data
+    tpid = os.fork()
+    if tpid == 0:
+        _test_process(tjob, (req_w, rep_r, rec_w), pid, deadline, cap, limits, state)
+    gc.unfreeze()
+    for fd in (req_w, rep_r, rec_w):
+        os.close(fd)
+    recs, killed, t_signal = _collect(rec_r, tpid, outputs, deadline)
+    wall_s = time.monotonic() - t_start
     try:
         ppidfd = os.pidfd_open(pid)
         early = bool(select.select([ppidfd], [], [], 0)[0])  # the program's process had already ended
         os.close(ppidfd)
     except ProcessLookupError:
         early = True
-    early = early or link.broken_kind == "died" or any(r.get("kind") == "died" for r in recs)
+    early = early or any(r.get("kind") == "died" for r in recs)
     pz.send(["kill", 0.5 if early else 0.0])
     if early or not state["no_fork"]:
         # why it ended matters (crashed, killed by a signal), or leftovers must be accounted for: wait for the report
@@ -402,8 +453,10 @@ def run_job(job, state):
         pinfo = dict(_EMPTY_P)
         state["pending"] = True
         _drain(outputs, wait=False)
-    timed_out = time.monotonic() > deadline + 0.5 and not any(r.get("k") == "done" for r in recs)
-    return _summarize(recs, n_tests, timed_out, pinfo, wall_s, this.out, this.err)
+    timed_out = killed or (time.monotonic() > deadline + 0.5 and not any(r.get("k") == "done" for r in recs))
+    result = _summarize(recs, n_tests, timed_out, pinfo, wall_s, out, err)
+    result["t_signal"] = t_signal
+    return result
 
 
 def _drain(outputs, wait=True):
@@ -479,9 +532,8 @@ def _readable_as(uid, gid):
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def main(cfg, token=""):
+def main(cfg):
     global _TOKEN
-    _TOKEN = token
     ctrl_in, ctrl_out = os.dup(0), os.dup(1)
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
@@ -520,14 +572,15 @@ def main(cfg, token=""):
         finally:
             os._exit(0)
     ps.close()
-    # From here on this process runs the tests: it gives up root (when the interpreter stays readable), cannot be
-    # traced or read by others (non-dumpable), ignores catchable signals and cannot create processes.
+    # the secret that tags our results is read only now: the program zygote (and so every program) never held it
+    (n,) = struct.unpack("<I", _read_exact(ctrl_in, 4))
+    _TOKEN = json.loads(_read_exact(ctrl_in, n))["token"]
+    # From here on this process is the supervisor: it gives up root (when the interpreter stays readable), cannot
+    # be traced or read by others (non-dumpable) and ignores catchable signals; its test processes inherit that.
     if uid_t is not None and _readable_as(uid_t, uid_t):
         _confine.drop_to(uid_t, uid_t)
     _confine.prctl(_confine.PR_SET_DUMPABLE, 0)
     _confine.ignore_signals()
-    if no_fork:
-        _confine.install_no_fork()
     state = {
         "uid_p": uid_p,
         "workdir": workdir,

@@ -70,6 +70,10 @@ class SandboxConfig:
     or "rlimits"."""
     preimport: tuple[str, ...] = DEFAULT_PREIMPORT
     """Standard-library modules imported once by each worker before it forks programs."""
+    call_timeout_s: float | None = None
+    """Wall-clock limit of each request a test makes to the program (a call, an attribute read, ...); a request
+    that takes longer fails its test and ends the job (status ``timeout``). None: only the job's deadline and the
+    per-test limits apply."""
     test_wall_factor: float = 10.0
     """A test with a CPU-time limit L (``Job.test_time_limits``) also fails once it has taken factor * L + 2
     seconds of wall-clock time (a program that sleeps uses no CPU); generous, so that machine load does not flip
@@ -84,6 +88,8 @@ class SandboxConfig:
             raise ValueError(f"isolation must be auto, namespaces or rlimits, got {self.isolation!r}")
         if self.max_processes < 1 or self.max_open_files < 8 or self.max_file_mb < 1:
             raise ValueError("max_processes must be >= 1, max_open_files >= 8 and max_file_mb >= 1")
+        if self.call_timeout_s is not None and self.call_timeout_s <= 0:
+            raise ValueError(f"call_timeout_s must be > 0 or None, got {self.call_timeout_s}")
         if self.test_wall_factor < 1:
             raise ValueError(f"test_wall_factor must be >= 1, got {self.test_wall_factor}")
 
@@ -278,7 +284,8 @@ for name, src in bundle["modules"]:
     sys.modules[name] = m
     setattr(sys.modules["diffucoder.execution"], name.rsplit(".", 1)[1], m)
     exec(compile(src, m.__file__, "exec"), m.__dict__)
-sys.modules["diffucoder.execution._zygote"].main(json.loads(sys.argv[1]), bundle["token"])
+del bundle, own, m, name, src
+sys.modules["diffucoder.execution._zygote"].main(json.loads(sys.argv[1]))
 """
 _FRAME = struct.Struct("<I")
 
@@ -290,8 +297,11 @@ def _sources() -> list[tuple[str, str]]:
 
 
 def _bundle(token: str) -> bytes:
-    body = json.dumps({"modules": _sources(), "token": token}).encode()
-    return _FRAME.pack(len(body)) + body
+    """The worker's first two frames: the sources of its modules, then the secret that tags its answers (read only
+    after it has forked the program zygote, so that no program ever holds it)."""
+    body = json.dumps({"modules": _sources()}).encode()
+    secret = json.dumps({"token": token}).encode()
+    return _FRAME.pack(len(body)) + body + _FRAME.pack(len(secret)) + secret
 
 
 def _fresh_uid() -> int:
@@ -554,6 +564,7 @@ class SandboxPool:
             "entry_points": list(job.entry_points),
             "test_time_limits": list(job.test_time_limits) if job.test_time_limits is not None else None,
             "wall_factor": cfg.test_wall_factor,
+            "call_timeout": cfg.call_timeout_s,
             "limits": {"wall_s": timeout, "cpu_s": timeout + 1, "memory_mb": memory, "file_mb": cfg.max_file_mb,
                        "open_files": cfg.max_open_files, "processes": cfg.max_processes,
                        "output_bytes": cfg.output_bytes},
