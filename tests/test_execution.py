@@ -132,3 +132,67 @@ def test_keyed_data_is_sent_to_a_worker_once():
         assert sent and max(sent) < 10_000
         other = Job("x = 1\n", ["assert SMALL == 2"], data={"SMALL": 2}, data_key="k2")
         assert p.run(other).passed and w.data_key == "k2"
+
+
+# the split design: what the tests see of the program ----------------------------------------------------------
+
+def test_entry_points_may_shadow_builtins_other_program_names_may_not(pool):
+    prog = "def sum(a, b):\n    return a * b\ndef len(x):\n    return 0\n"
+    assert pool.run(Job(prog, ["assert sum(2, 3) == 6"], entry_points=("sum",))).passed
+    # ... in the tests only: the trusted setup's helpers still mean Python's sum
+    helper = "def total(xs):\n    return sum(xs)\n"
+    assert pool.run(Job(prog, ["assert total([2, 3]) == 5 and sum(2, 3) == 6"], setup=helper,
+                        entry_points=("sum",))).passed
+    r = pool.run(Job(prog, ["assert sum([2, 3]) == 5", "assert len([1]) == 1"]))
+    assert r.passed, r.error  # without being named an entry point, `sum` and `len` are Python's
+
+
+def test_setup_runs_in_the_test_process_and_sees_the_programs_names(pool):
+    prog = "class Box:\n    def __init__(self, v):\n        self.v = v\ndef unbox(b):\n    return b.v\n"
+    assert pool.run(Job(prog, ["assert unbox(B) == 3"], setup="B = Box(3)")).passed
+    # setup failing because of the program is the program's failure; failing on its own is the dataset's
+    r = pool.run(Job("x = 1\n", ["assert True"], setup="B = Box(3)"))
+    assert r.status == "failed" and "setup" in r.error
+    r = pool.run(Job("x = 1\n", ["assert True"], setup="raise ValueError('broken dataset')"))
+    assert r.status == "sandbox_error" and "broken dataset" in r.error
+
+
+def test_references_compare_by_identity_only(pool):
+    prog = ("class P:\n    def __init__(self, x):\n        self.x = x\n    def __eq__(self, o):\n        return True\n"
+            "def same(p):\n    return p\n")
+    tests = ["p = P(1)\nassert same(p) is not p and same(p) != p", "assert P(1) != P(1)",
+             "assert same(P(1)).x == 1", "assert isinstance(P(1), P)", "assert P(2) not in [P(2)]"]
+    r = pool.run(Job(prog, tests))
+    assert r.passed, [t.error for t in r.tests]
+
+
+def test_program_exceptions_arrive_as_builtins_with_their_message(pool):
+    prog = ("class Mine(KeyError):\n    pass\ndef f(k):\n    raise Mine(k)\ndef g():\n    return [][1]\n"
+            "def h():\n    raise StopIteration\n")
+    tests = ["try:\n    f('k')\nexcept KeyError as e:\n    assert \"'k'\" in str(e)\nelse:\n    assert False",
+             "try:\n    g()\nexcept IndexError as e:\n    assert 'out of range' in str(e)",
+             "try:\n    h()\nexcept RuntimeError as e:\n    assert 'StopIteration' in str(e)"]
+    r = pool.run(Job(prog, tests))
+    assert r.passed, [t.error for t in r.tests]
+
+
+def test_prints_during_calls_are_replayed_to_the_tests(pool):
+    prog = "def hello(n):\n    for i in range(n):\n        print('hi', i)\n"
+    test = ("import io, contextlib\nbuf = io.StringIO()\nwith contextlib.redirect_stdout(buf):\n    hello(2)\n"
+            "assert buf.getvalue() == 'hi 0\\nhi 1\\n'")
+    r = pool.run(Job(prog, [test]))
+    assert r.passed and r.stdout_tail == "hi 0\nhi 1\n", (r.error, r.stdout_tail)
+
+
+def test_a_sleeping_call_is_cut_by_the_per_test_wall_limit():
+    with SandboxPool(workers=1, config=SandboxConfig(timeout_s=30, test_wall_factor=1.0)) as p:
+        r = p.run(Job("import time\ndef f():\n    time.sleep(60)\n", ["f()"], test_time_limits=[0.5]))
+    assert not r.passed and r.status == "timeout" and r.wall_s < 10
+
+
+def test_programs_cannot_fork_here(pool):
+    from diffucoder.execution import _confine
+
+    if not _confine.no_fork_available():
+        pytest.skip("seccomp filters are unavailable here")
+    assert pool.run(Job("x = 1\n", [])).passed and pool._workers and all(w.no_fork for w in pool._workers)

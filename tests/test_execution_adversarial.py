@@ -1,7 +1,9 @@
 """Adversarial tests of the sandbox: one (or a few) per property claimed in ``diffucoder.execution``'s docstring.
 
 Each test runs a hostile program and checks both the verdict (never "passed" for cheating) and the property
-itself (the limit bound, the host is untouched, no process survives).
+itself (the limit bound, the host is untouched, no process survives). The attacks of issue 15 on the verdict
+itself (frames, memory, module hijacks, always-equal objects, forked children) are in
+``test_execution_attacks.py``; correct programs that must pass are in ``test_execution_honest.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 
 import pytest
 
-from diffucoder.execution import Job, SandboxConfig, SandboxPool, isolation_level
+from diffucoder.execution import Job, SandboxConfig, SandboxPool, _confine, isolation_level
 
 NAMESPACES = isolation_level() == "namespaces"
 needs_ns = pytest.mark.skipif(not NAMESPACES, reason="needs bubblewrap namespaces")
@@ -33,7 +35,17 @@ def src(s: str) -> str:
 
 
 def sandbox_processes(pool: SandboxPool) -> int:
-    """Processes (besides each worker's bwrap/zygote pair) descending from the pool's worker processes."""
+    """Processes (besides each worker's own) descending from the pool's worker processes, once settled: a job's
+    program is killed as its result is sent, so the count may take a moment to reach 0."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        n = _sandbox_processes(pool)
+        if n == 0 or time.monotonic() > deadline:
+            return n
+        time.sleep(0.02)
+
+
+def _sandbox_processes(pool: SandboxPool) -> int:
     table = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -48,7 +60,8 @@ def sandbox_processes(pool: SandboxPool) -> int:
     while frontier:
         frontier = {p for p, pp in table.items() if pp in frontier and p not in seen}
         seen |= frontier
-    per_worker = 2 if pool.isolation == "namespaces" else 0  # bwrap's pid-1 + the zygote
+    # bwrap's pid-1 + the supervisor + the program zygote (rlimits: the worker is the supervisor itself)
+    per_worker = 3 if pool.isolation == "namespaces" else 1
     return len(seen) - per_worker * len(roots)
 
 
@@ -100,7 +113,7 @@ def test_exit_code_zero_after_some_tests_is_not_a_pass(pool):
     assert not r.passed and r.status == "crashed" and r.tests_passed == [True, False, False]
 
 
-# 3. forged verdict records -----------------------------------------------------------------------------------
+# 3. forged messages and descriptors --------------------------------------------------------------------------
 
 def test_forged_records_on_every_descriptor_do_not_pass(pool):
     prog = src("""
@@ -117,59 +130,44 @@ def test_forged_records_on_every_descriptor_do_not_pass(pool):
     assert not r.passed
 
 
-def test_reading_the_record_pipe_nonce_from_proc_is_refused(pool):
+def test_the_program_holds_only_its_own_descriptors(pool):
+    # stdin, stdout, stderr and the two ends of its channel: nothing of the tests or the verdict
     prog = src("""
         import os
-        found = []
-        for fd in os.listdir('/proc/self/fd'):
+        fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))
+        seen = {}
+        for fd in fds:
             try:
-                found.append(open(f'/proc/self/fd/{fd}', 'rb').read(10))
-            except Exception as e:
-                found.append(type(e).__name__)
+                seen[fd] = os.readlink(f'/proc/self/fd/{fd}')
+            except OSError:
+                pass
     """)
-    r = pool.run_tests(prog, ["assert all(x == 'PermissionError' for x in found)"])
-    assert r.passed, r.error
+    r = pool.run_tests(prog, ["assert fds[:5] == [0, 1, 2, 3, 4] and len(fds) <= 6",
+                              "assert all(v.startswith(('pipe:', '/dev/null', '/proc')) for v in seen.values())"])
+    assert r.passed, (r.error, r.stdout_tail)
 
 
-# 4. introspection --------------------------------------------------------------------------------------------
+# 4. introspection is allowed: nothing in the program's process decides a verdict -----------------------------
 
 @pytest.mark.parametrize("probe", [
     "import sys; sys._getframe(1)",
     "import gc; gc.get_objects()",
     "import gc; gc.get_referrers(print)",
     "import ctypes; ctypes.CDLL(None)",
-    "import sys; sys.settrace(lambda *a: None)",
-    "import sys; sys.setprofile(lambda *a: None)",
+    "import sys; sys.settrace(None)",
+    "import sys; sys.setprofile(None)",
     "try:\n    1/0\nexcept Exception as e:\n    e.__traceback__.tb_frame",
     "def f(): pass\nf.__code__ = (lambda: 1).__code__",
-    "open('/proc/self/mem', 'rb')",
+    "open('/proc/self/mem', 'rb').close()",
 ])
-def test_introspection_is_refused(pool, probe):
-    prog = ("try:\n" + textwrap.indent(probe, "    ") + "\n    ok = False\n"
-            "except (ValueError, PermissionError, AttributeError, ImportError):\n    ok = True\n")
-    r = pool.run_tests(prog, ["assert ok is True"])
-    assert r.passed, (probe, r.error, r.stderr_tail)
+def test_introspection_works_and_changes_only_the_programs_answers(pool, probe):
+    # (the single-process design refused these with an audit hook; honest programs that used them failed)
+    prog = probe + "\ndef f():\n    return 1\n"
+    r = pool.run_tests(prog, ["assert f() == 1", "assert f() == 2"])
+    assert r.tests_passed == [True, False], (probe, r.error, r.stderr_tail)
 
 
-def test_no_route_to_ctypes_remains(pool):
-    # ctypes' foreign functions (memmove, ...) raise no audit event, so every path to the module must be gone
-    prog = src("""
-        import sys, __main__
-        routes = []
-        for name in ("ctypes", "_ctypes", "ctypes.util"):
-            try:
-                __import__(name)
-                routes.append(name)
-            except ImportError:
-                pass
-        routes += [k for k in ("ctypes", "_libc", "_prctl") if getattr(__main__, k, None) is not None]
-        routes += [m for m in sys.modules if "ctypes" in m]
-    """)
-    r = pool.run_tests(prog, ["assert routes == []"])
-    assert r.passed, (r.error, r.stderr_tail)
-
-
-def test_namedtuple_and_enum_still_work_under_the_audit_hook(pool):
+def test_namedtuple_and_enum_work(pool):
     prog = src("""
         from collections import namedtuple
         from enum import Enum
@@ -208,7 +206,9 @@ def test_always_smaller_and_always_true_objects_fail(pool):
         def f(x): return A()
     """)
     r = pool.run_tests(prog, ["assert abs(f(1) - 2.0) < 1e-6", "assert f(1)", "assert 3 in f(1)"])
-    assert r.tests_passed == [False, False, False]
+    # arithmetic and `in` are never evaluated by the program's objects; truth is its own answer, as returning True
+    # would be (the single-process design failed "assert f(1)" here too)
+    assert r.tests_passed == [False, True, False]
 
 
 # 6. patched built-ins ----------------------------------------------------------------------------------------
@@ -264,9 +264,11 @@ def test_gradual_memory_growth_is_stopped(pool):
 
 
 # 10. processes and threads -----------------------------------------------------------------------------------
+# The program cannot create processes at all (so its process is its whole tree for the CPU and memory limits);
+# the fork bomb below used to be bounded by RLIMIT_NPROC, now its first fork fails.
 
-@pytest.mark.skipif(not ROOT, reason="RLIMIT_NPROC binds through the per-worker uid, set up only as root")
-def test_fork_bomb_is_contained_and_cleaned_up(pool):
+@pytest.mark.skipif(not _confine.no_fork_available(), reason="seccomp filters are unavailable here")
+def test_fork_bomb_gets_no_process(pool):
     prog = src("""
         import os
         pids = []
@@ -282,8 +284,8 @@ def test_fork_bomb_is_contained_and_cleaned_up(pool):
             pass
         n = len(pids)
     """)
-    r = pool.run_tests(prog, ["assert n < 32"])
-    assert r.passed, r.error  # the limit (16) bound
+    r = pool.run_tests(prog, ["assert n == 0"])
+    assert r.passed, r.error
     assert sandbox_processes(pool) == 0
 
 
@@ -305,29 +307,38 @@ def test_thread_storm_is_contained(pool):
 
 # 11. orphans -------------------------------------------------------------------------------------------------
 
-def test_daemonised_grandchildren_are_killed(pool):
+@pytest.mark.skipif(not _confine.no_fork_available(), reason="seccomp filters are unavailable here")
+def test_daemonising_is_refused_and_nothing_survives(pool):
     prog = src("""
         import os, time
-        if os.fork() == 0:
-            os.setsid()
+        try:
             if os.fork() == 0:
-                time.sleep(1000)
-            os._exit(0)
+                os.setsid()
+                if os.fork() == 0:
+                    time.sleep(1000)
+                os._exit(0)
+            forked = True
+        except OSError:
+            forked = False
         time.sleep(0.1)
     """)
     for _ in range(3):
-        r = pool.run_tests(prog, ["assert True"])
+        r = pool.run_tests(prog, ["assert forked is False"])
         assert r.passed, r.error
     assert sandbox_processes(pool) == 0
 
 
-def test_no_orphans_after_timeouts(pool):
+def test_no_process_or_thread_survives_a_timeout(pool):
     prog = src("""
-        import os, time
+        import os, threading, time
         for _ in range(3):
-            if os.fork() == 0:
-                os.setsid()
-                time.sleep(1000)
+            threading.Thread(target=time.sleep, args=(1000,)).start()
+            try:
+                if os.fork() == 0:
+                    os.setsid()
+                    time.sleep(1000)
+            except OSError:
+                pass
         while True:
             pass
     """)
@@ -549,9 +560,11 @@ def test_no_state_leaks_between_jobs():
             open('leftover', 'w').write('x')
             cwd = os.getcwd()
         """)
-        r1 = p.run_tests(first, ["assert math.pi == 3"])
-        r2 = p.run_tests("import math, os\n", ["assert math.pi != 3", "assert not os.path.exists('leftover')",
-                                                "assert os.listdir('.') == []"])
+        first += "def pi():\n    return math.pi\n"
+        # the patch is the program's own: its functions see it, the tests' math module does not
+        r1 = p.run_tests(first, ["assert pi() == 3", "assert math.pi != 3"])
+        r2 = p.run_tests("import math, os\ndef pi():\n    return math.pi\n",
+                         ["assert pi() != 3", "assert not os.path.exists('leftover')", "assert os.listdir('.') == []"])
         assert r1.passed and r2.passed, (r1.error, r2.error)
 
 
@@ -573,12 +586,12 @@ def test_many_programs_no_leaks(pool):
     jobs = []
     for i in range(500):
         kind = i % 4
-        prog = [GOOD, GOOD + "import sys\nsys.exit(0)\n", "import os\nif os.fork() == 0:\n    os.setsid()\n"
-                "    import time; time.sleep(100)\n" + GOOD, "def add(a, b):\n    return a - b\n"][kind]
+        prog = [GOOD, GOOD + "import sys\nsys.exit(0)\n", "import threading, time\nthreading.Thread(target="
+                "time.sleep, args=(100,)).start()\n" + GOOD, "def add(a, b):\n    return a - b\n"][kind]
         jobs.append(Job(prog, [f"assert add({i}, 1) == {i + 1}"]))
     results = pool.map(jobs)
     verdicts = [r.passed for r in results]
-    # kind 2 is honest but leaves a daemon behind: it passes, and the daemon must still be gone afterwards
+    # kind 2 is honest but leaves a thread sleeping: it passes, and its process must still be gone afterwards
     assert verdicts == [i % 4 in (0, 2) for i in range(500)]
     assert sandbox_processes(pool) == 0
 
@@ -592,7 +605,8 @@ def test_rlimits_fallback_still_judges_and_cleans_up():
         assert p.isolation == "rlimits"
         assert p.run_tests(GOOD, ["assert add(1, 2) == 3"]).passed
         assert not p.run_tests(GOOD + "import sys\nsys.exit(0)\n", ["assert add(1, 2) == 3"]).passed
-        prog = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\nwhile True:\n    pass\n"
+        prog = ("import threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()\n"
+                "while True:\n    pass\n")
         assert p.run_tests(prog, ["assert True"], timeout_s=0.5).status == "timeout"
         bomb = src("""
             import os, time
@@ -606,7 +620,7 @@ def test_rlimits_fallback_still_judges_and_cleans_up():
             except OSError:
                 pass
         """)
-        r = p.run_tests(bomb, ["assert n < 32"])
+        r = p.run_tests(bomb, ["assert n == 0"])  # no process can be created here either
         assert r.passed, r.error
         assert sandbox_processes(p) == 0
 
@@ -670,3 +684,31 @@ def test_unprintable_exceptions_are_reported(pool):
     """)
     r = pool.run_tests(prog, ["f()"])
     assert r.status == "failed" and r.tests[0].error.startswith("E")
+
+
+@needs_ns
+def test_without_a_uid_drop_signals_can_fail_a_job_but_never_pass_one(monkeypatch):
+    # as when the host is not root: the supervisor, the program zygote and the program share one uid (here uid 0
+    # without capabilities, which bubblewrap gives when not told to keep them)
+    import diffucoder.execution.sandbox as sb
+
+    info = sb._probe("auto")
+    monkeypatch.setattr(sb, "_probe", lambda iso: sb.IsolationInfo(info.level, info.bwrap, False, "no uid drop"))
+    noisy = src("""
+        import os, signal
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM, signal.SIGCONT):
+            for pid in [int(x) for x in os.listdir('/proc') if x.isdigit() and int(x) != os.getpid()]:
+                try:
+                    os.kill(pid, s)
+                except OSError:
+                    pass
+        def add(a, b):
+            return a - b
+    """)
+    with SandboxPool(workers=1, config=SandboxConfig(timeout_s=3)) as p:
+        assert p.run_tests(GOOD, ["assert add(1, 2) == 3"]).passed
+        assert not any(p.run_tests(noisy, ["assert add(1, 2) == 3"]).passed for _ in range(3))
+        killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD
+        assert not p.run_tests(killer, ["assert add(1, 2) == 3"]).passed  # its zygote: the worker restarts
+        assert p.run_tests(GOOD, ["assert add(1, 2) == 3"]).passed
+        assert sandbox_processes(p) == 0

