@@ -111,6 +111,13 @@ class DemoSettings:
     stage_minutes_cap: float = 3.0
     """Guard on each training stage's wall time. The budgets are steps, so a run's result does not depend on the
     machine's speed; a stage the cap cuts short is flagged in the log and the report."""
+    start_from: str | None = None
+    """Start the evaluation, analysis and RL stages from a trained SFT checkpoint instead of training one: a folder
+    (config.json, weights, tokenizer.json) or "shipped", the 5M checkpoint that ships with diffucoder (trained by
+    this demo's default recipe, stored in bf16; ``diffucoder/demo_checkpoint/README.md`` gives its recipe and
+    figures). The tokenizer, pretraining and SFT stages then only record where the model came from. A
+    ``demo_recipe.json`` beside the weights names the prompt format and system prompt the model was trained
+    with; the evaluation, analysis and RL stages use those (a setting that differs is replaced, with a note)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Training precision ("fp32" or "bf16" autocast). On CPUs without AMX, bf16 matmuls are slower than fp32
     (measured here: 148 vs 51 GFLOP/s on one thread), so fp32 is the CPU default; decoding runs in the same."""
@@ -146,7 +153,7 @@ class DemoSettings:
                              f"special tokens), got {self.vocab_size}")
 
 
-QUICK = DemoSettings(sft_batch=4)
+QUICK = DemoSettings(start_from="shipped", sft_batch=4, eval_tasks_per_tier=40)
 FULL = DemoSettings(
     vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
     pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=1600, sft_batch=8, sft_tasks=25000,
@@ -213,8 +220,21 @@ class Demo:
         return contextlib.nullcontext()
 
     # -- stages ---------------------------------------------------------------------------------------------
+    def start_checkpoint(self) -> Path | None:
+        """The folder of ``start_from`` (None: the demo trains its own model)."""
+        if self.s.start_from is None:
+            return None
+        return SHIPPED_CHECKPOINT if self.s.start_from == "shipped" else Path(self.s.start_from)
+
+    def _skipped_training(self, stage: str) -> dict:
+        return {"skipped": True, "start_from": str(self.s.start_from),
+                "reason": f"the {stage} stage is not run: the demo starts from a trained checkpoint"}
+
     def stage_tokenizer(self) -> dict:
         import itertools
+
+        if self.start_checkpoint() is not None:
+            return self._skipped_training("tokenizer")
 
         from diffucoder.data.corpus import iter_stdlib_texts
         from diffucoder.tasks import build_prompt, format_answer, generate_tasks
@@ -249,6 +269,8 @@ class Demo:
 
     def stage_pretrain(self) -> dict:
         s = self.s
+        if self.start_checkpoint() is not None:
+            return self._skipped_training("pretrain")
         over = [
             "task=pretrain", f"model.preset={s.preset}", f"tokenizer.path={self.dir / 'tokenizer'}",
             f"data.synthetic_solutions={s.synthetic_solutions}", f"data.seq_len={s.pretrain_seq_len}",
@@ -265,6 +287,9 @@ class Demo:
 
     def stage_sft(self) -> dict:
         s = self.s
+        src = self.start_checkpoint()
+        if src is not None:
+            return self._copy_start(src)
         over = [
             "task=sft", f"model.init_from={self.done('pretrain')['path']}",
             f"sft.synthetic_tasks={s.sft_tasks}", f"sft.max_length={s.sft_max_length}", f"sft.padding={s.sft_padding}",
@@ -282,6 +307,22 @@ class Demo:
         if s.sft_packing:
             over += ["sft.packing=true", f"sft.max_length={s.sft_pack_length}"]
         return self._train("sft", over)
+
+    def _copy_start(self, src: Path) -> dict:
+        """The ``start_from`` checkpoint as this run's SFT model: loaded (a bf16 file is upcast to the demo's fp32)
+        and saved with its tokenizer under ``sft/final``, with the recipe it was trained by."""
+        from diffucoder.model import DreamModel
+        from diffucoder.tokenizer import load_tokenizer
+
+        t0 = time.time()
+        model = DreamModel.from_pretrained(src, torch_dtype="float32")
+        tok = load_tokenizer(src)
+        out = self.dir / "sft" / "final"
+        model.save_pretrained(out, tokenizer=tok)
+        recipe = read_recipe(src)
+        params = sum(p.numel() for p in model.parameters())
+        return {"path": str(out), "start_from": str(self.s.start_from), "parameters": params, "recipe": recipe,
+                "seconds": time.time() - t0}
 
     def decoding(self) -> dict[str, Any]:
         """The evaluation's and the rollouts' ``diffusion_generate`` options beyond steps and temperature."""
@@ -440,6 +481,47 @@ class Demo:
         return summary
 
 
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "demo_checkpoint"
+"""The 5M SFT checkpoint shipped with diffucoder (``start_from="shipped"``; ``--quick`` starts from it)."""
+
+
+def read_recipe(folder: str | Path) -> dict[str, Any]:
+    """``demo_recipe.json`` of a checkpoint folder ({} when it has none); a broken file is an InputError."""
+    from diffucoder.errors import InputError
+
+    f = Path(folder) / "demo_recipe.json"
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{f}: not a readable JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{f}: expected a JSON object")
+    return data
+
+
+def settings_for_start(settings: DemoSettings, log: Callable[[str], None] = print) -> DemoSettings:
+    """``settings`` with the prompt format and system prompt of its ``start_from`` checkpoint's recipe (a model
+    is evaluated and rewarded on the prompts it was trained on); a missing folder is an InputError."""
+    from diffucoder.errors import InputError
+
+    if settings.start_from is None:
+        return settings
+    src = SHIPPED_CHECKPOINT if settings.start_from == "shipped" else Path(settings.start_from)
+    if not (src / "config.json").is_file():
+        what = "the shipped demo checkpoint" if settings.start_from == "shipped" else "start_from"
+        raise InputError(f"{what} {src}: no config.json there (not a checkpoint folder)")
+    if not (src / "tokenizer.json").is_file():
+        raise InputError(f"start_from {src}: no tokenizer.json there (the demo needs the model's tokenizer)")
+    train = read_recipe(src).get("settings", {})
+    changes = {k: train[k] for k in ("prompt_format", "system_prompt") if k in train and train[k] != getattr(settings, k)}
+    if changes:
+        log(f"[demo] start_from {settings.start_from}: using the checkpoint's "
+            + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+    return replace(settings, **changes)
+
+
 def pass_at_k_by_tier(per_task: dict[str, dict], tiers: dict[str, str], ks: tuple[int, ...]) -> dict[str, dict]:
     """Mean unbiased pass@k per tier from the harness's per-task counts (``n`` samples, ``c`` correct)."""
     from diffucoder.evaluation.metrics import pass_at_k
@@ -487,10 +569,10 @@ def apply_overrides(settings: DemoSettings, pairs: list[str]) -> DemoSettings:
 
 def run_demo(run_dir: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True,
              stop_after: str | None = None, allow_config_change: bool = False, **overrides: Any) -> dict[str, Any]:
-    settings = replace(QUICK if quick else FULL, **overrides)
+    settings = settings_for_start(replace(QUICK if quick else FULL, **overrides))
     return Demo(run_dir, settings, seed=seed, progress=progress,
                 allow_config_change=allow_config_change).run(stop_after=stop_after)
 
 
-__all__ = ["Demo", "DemoSettings", "FULL", "QUICK", "STAGES", "apply_overrides", "pass_at_k_by_tier", "run_demo",
-           "field"]
+__all__ = ["Demo", "DemoSettings", "FULL", "QUICK", "SHIPPED_CHECKPOINT", "STAGES", "apply_overrides",
+           "pass_at_k_by_tier", "read_recipe", "run_demo", "settings_for_start"]

@@ -14,6 +14,7 @@ TINY = dict(
     pretrain_batch=4, pretrain_seq_len=64, synthetic_solutions=40, sft_steps=2, sft_batch=4, sft_tasks=40,
     sft_max_length=160, eval_tasks_per_tier=1, eval_samples=2, max_new_tokens=12, eval_steps=4,
     analysis_prompts=2, analysis_temperatures=(1.0,), rl_steps=1, rl_prompts_per_step=1, rl_num_generations=2,
+    start_from=None,  # train every stage (QUICK starts from the shipped checkpoint: tests/test_demo_start.py)
 )
 
 
