@@ -196,3 +196,26 @@ def test_programs_cannot_fork_here(pool):
     if not _confine.no_fork_available():
         pytest.skip("seccomp filters are unavailable here")
     assert pool.run(Job("x = 1\n", [])).passed and pool._workers and all(w.no_fork for w in pool._workers)
+
+
+def test_a_call_over_its_wall_clock_limit_ends_the_job_and_the_worker_goes_on():
+    import time
+
+    prog = "import time\ndef slow(x):\n    time.sleep(30)\n    return x\ndef fast(x):\n    return x\n"
+    with SandboxPool(workers=1, config=SandboxConfig(call_timeout_s=0.5)) as p:
+        t0 = time.monotonic()
+        r = p.run(Job(prog, ["assert fast(1) == 1", "assert slow(1) == 1"], timeout_s=20))
+        assert time.monotonic() - t0 < 10, "the call limit, not the 20 s deadline, ended the job"
+        assert r.status == "timeout" and not r.passed and r.tests_passed[:1] == [True]
+        assert p.run(Job(prog, ["assert fast(2) == 2"], timeout_s=20)).passed
+
+
+def test_trusted_tests_stuck_on_an_answer_are_cut_off_at_the_deadline():
+    import time
+
+    # the loop is the test's own code (the program only answers one call), so only the test process can stop it
+    with SandboxPool(workers=1) as p:
+        t0 = time.monotonic()
+        r = p.run(Job("def f():\n    return 1\n", ["x = f()\nwhile x: pass", "assert f() == 1"], timeout_s=2))
+        assert r.status == "timeout" and not r.passed and time.monotonic() - t0 < 15
+        assert p.run(Job("def f():\n    return 1\n", ["assert f() == 1"], timeout_s=5)).passed
