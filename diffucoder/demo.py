@@ -65,14 +65,16 @@ class DemoSettings:
     sft_padding: Literal["fixed", "flexible"] = "flexible"
     """SFT row padding (sft.padding): "flexible" pads to the batch's longest row (fewer pad targets, about a
     third less compute per step than fixed 160-token rows); "fixed" is DiffuCoder's."""
-    sft_packing: bool = True
+    sft_packing: bool = False
     """Pack several SFT examples into each row of ``sft_pack_length`` tokens (block-diagonal attention, each
     example its own positions, noise level and mask: computed exactly as alone); ``sft_batch`` then counts rows."""
     sft_pack_length: int = 256
-    prompt_format: Literal["default", "short"] = "short"
+    """Tokens per packed row. Each example takes its prompt plus a ``max_new_tokens`` answer region (answer,
+    ``<|im_end|>``, pad targets), as unpacked fixed-length SFT and the decoding canvas do."""
+    prompt_format: Literal["default", "short"] = "default"
     """User message of every synthetic task the demo trains, evaluates, analyses and rewards: "default" (the
     question, then the answer-format instruction) or "short" (the question only)."""
-    system_prompt: str | None = None
+    system_prompt: str | None = "You are a helpful assistant."
     """System turn of every chat prompt (None: no system turn; with "short" prompts about 30 fewer tokens an
     example than the default format, so SFT sees ~1.7x the examples a second)."""
     sft_lr: float = 2e-3
@@ -153,13 +155,13 @@ class DemoSettings:
                              f"special tokens), got {self.vocab_size}")
 
 
-QUICK = DemoSettings(start_from="shipped", sft_batch=4, eval_tasks_per_tier=40)
+QUICK = DemoSettings(start_from="shipped", eval_tasks_per_tier=40)
 FULL = DemoSettings(
     vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
-    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=1600, sft_batch=8, sft_tasks=25000,
+    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=3600, sft_batch=16, sft_tasks=25000,
     eval_tasks_per_tier=100, eval_samples=2, eval_steps=32, analysis_prompts=8,
     analysis_temperatures=(0.2, 0.6, 1.0, 1.2), rl_steps=16, rl_prompts_per_step=2, rl_num_generations=4,
-    stage_minutes_cap=20.0,
+    stage_minutes_cap=60.0,
 )
 
 
@@ -305,7 +307,10 @@ class Demo:
             f"sft.system_prompt={json.dumps(s.system_prompt) if s.system_prompt is not None else 'null'}",
         ]
         if s.sft_packing:
-            over += ["sft.packing=true", f"sft.max_length={s.sft_pack_length}"]
+            # each example's answer region is the decoding canvas (answer, <|im_end|>, pad targets up to
+            # max_new_tokens), so SFT trains exactly the canvas the evaluation and the rollouts decode on
+            over += ["sft.packing=true", f"sft.max_length={s.sft_pack_length}",
+                     f"sft.pack_answer_length={s.max_new_tokens}"]
         return self._train("sft", over)
 
     def _copy_start(self, src: Path) -> dict:
