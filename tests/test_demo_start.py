@@ -51,11 +51,11 @@ def test_demo_from_a_trained_checkpoint_skips_training(tmp_path, tiny_model, tin
     src = tmp_path / "trained"
     tiny_model.to(torch.bfloat16).save_pretrained(src, tokenizer=tiny_tokenizer)
     (src / "demo_recipe.json").write_text(json.dumps({"summary": "a tiny test model",
-                                                      "settings": {"prompt_format": "default", "system_prompt": "Be brief."}}))
+                                                      "settings": {"prompt_format": "short", "system_prompt": "Be brief."}}))
     notes: list[str] = []
     settings = settings_for_start(replace(QUICK, start_from=str(src), **TINY_EVAL), log=notes.append)
-    assert (settings.prompt_format, settings.system_prompt) == ("default", "Be brief.")
-    assert notes and "using the checkpoint's prompt_format='default', system_prompt='Be brief.'" in notes[0]
+    assert (settings.prompt_format, settings.system_prompt) == ("short", "Be brief.")
+    assert notes and "using the checkpoint's prompt_format='short', system_prompt='Be brief.'" in notes[0]
     run = tmp_path / "run"
     demo = Demo(run, settings, progress=False, log=lambda _: None)
     summary = demo.run(stop_after="eval_sft")
