@@ -65,6 +65,16 @@ class DemoSettings:
     sft_padding: Literal["fixed", "flexible"] = "flexible"
     """SFT row padding (sft.padding): "flexible" pads to the batch's longest row (fewer pad targets, about a
     third less compute per step than fixed 160-token rows); "fixed" is DiffuCoder's."""
+    sft_packing: bool = False
+    """Pack several SFT examples into each row of ``sft_pack_length`` tokens (block-diagonal attention, each
+    example its own positions, noise level and mask: computed exactly as alone); ``sft_batch`` then counts rows."""
+    sft_pack_length: int = 256
+    prompt_format: Literal["default", "short"] = "default"
+    """User message of every synthetic task the demo trains, evaluates, analyses and rewards: "default" (the
+    question, then the answer-format instruction) or "short" (the question only)."""
+    system_prompt: str | None = "You are a helpful assistant."
+    """System turn of every chat prompt (None: no system turn; with "short" prompts about 30 fewer tokens an
+    example than the default format, so SFT sees ~1.7x the examples a second)."""
     sft_lr: float = 2e-3
     sft_loss_weighting: Literal["elbo", "none"] = "none"
     """"elbo" (1/t-weighted masked CE, DiffuCoder's) or "none" (plain masked CE); see
@@ -76,7 +86,17 @@ class DemoSettings:
     eval_temperature: float = 0.4
     max_new_tokens: int = 64
     eval_steps: int = 32
-    """Decoding steps for evaluation (max_new_tokens / eval_steps tokens per step)."""
+    """Decoding steps for evaluation (max_new_tokens / eval_steps tokens per step; unused with a threshold)."""
+    eval_block_length: int | None = None
+    """Semi-AR decoding blocks for evaluation and RL rollouts (None: one block)."""
+    eval_threshold: float | None = None
+    """Parallel decoding threshold for evaluation and RL rollouts (None: ``eval_steps`` steps)."""
+    eval_use_cache: Literal["prefix", "dual"] | None = None
+    """KV cache for evaluation and RL rollouts (with ``eval_block_length``)."""
+    eval_early_stop: bool = False
+    """Stop decoding once every answer has ended (the text is unchanged)."""
+    eval_top_k: int | None = None
+    """Top-k of evaluation and rollout decoding (None: off; 50 is what the reference inherits)."""
     analysis_prompts: int = 4
     analysis_temperatures: tuple[float, ...] = (0.2, 1.0)
     rl_steps: int = 2
@@ -89,7 +109,8 @@ class DemoSettings:
     """Tiers of the RL prompts. Easy only by default: the SFT model solves almost no medium or hard task, so
     those rollout groups would differ only by the format reward."""
     stage_minutes_cap: float = 3.0
-    """Safety cap on each training stage's wall time."""
+    """Guard on each training stage's wall time. The budgets are steps, so a run's result does not depend on the
+    machine's speed; a stage the cap cuts short is flagged in the log and the report."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Training precision ("fp32" or "bf16" autocast). On CPUs without AMX, bf16 matmuls are slower than fp32
     (measured here: 148 vs 51 GFLOP/s on one thread), so fp32 is the CPU default; decoding runs in the same."""
@@ -216,9 +237,15 @@ class Demo:
                   f"logging.progress={str(self.progress).lower()}", "checkpoint.keep_last=1"]
         cfg = load_config(None, common + overrides)
         r = train(cfg, allow_config_change=self.allow_config_change)
-        return {"path": str(r.final_path), "steps": r.steps, "tokens": r.tokens_seen, "final_loss": r.final_loss,
-                "eval": r.eval, "unigram_baseline": r.unigram_baseline, "seconds": r.elapsed_s,
-                "metrics": str(self.dir / name / "metrics.jsonl")}
+        if r.stopped_by_time:
+            self.log(f"[demo] warning: the {self.s.stage_minutes_cap:g}-minute stage cap stopped {name} at step "
+                     f"{r.steps} of {cfg.optim.steps}: the model saw fewer examples than the recipe asks for, so "
+                     f"this run's scores are not the recipe's (a slower or busier machine; raise "
+                     f"--set stage_minutes_cap=... to finish the steps)")
+        return {"path": str(r.final_path), "steps": r.steps, "planned_steps": cfg.optim.steps,
+                "stopped_by_time": r.stopped_by_time, "tokens": r.tokens_seen, "examples": r.examples_seen,
+                "final_loss": r.final_loss, "eval": r.eval, "unigram_baseline": r.unigram_baseline,
+                "seconds": r.elapsed_s, "metrics": str(self.dir / name / "metrics.jsonl")}
 
     def stage_pretrain(self) -> dict:
         s = self.s
@@ -249,13 +276,24 @@ class Demo:
             "diffusion.t_sampling=stratified", f"diffusion.loss_weighting={s.sft_loss_weighting}",
             f"eval.every={max(1, s.sft_steps // 4)}",
             "eval.num_sequences=32", f"checkpoint.every={max(1, s.sft_steps // 4)}",
+            f"sft.synthetic_prompt_format={s.prompt_format}",
+            f"sft.system_prompt={json.dumps(s.system_prompt) if s.system_prompt is not None else 'null'}",
         ]
+        if s.sft_packing:
+            over += ["sft.packing=true", f"sft.max_length={s.sft_pack_length}"]
         return self._train("sft", over)
+
+    def decoding(self) -> dict[str, Any]:
+        """The evaluation's and the rollouts' ``diffusion_generate`` options beyond steps and temperature."""
+        s = self.s
+        return {"top_k": s.eval_top_k, "block_length": s.eval_block_length, "threshold": s.eval_threshold,
+                "use_cache": s.eval_use_cache, "early_stop": s.eval_early_stop}
 
     def eval_rows(self) -> list[dict]:
         from diffucoder.tasks import dataset
 
-        return dataset("test", n=self.s.eval_tasks_per_tier * len(TIERS), seed=self.seed)
+        return dataset("test", n=self.s.eval_tasks_per_tier * len(TIERS), seed=self.seed,
+                       prompt_format=self.s.prompt_format)
 
     def _evaluate(self, name: str, model_path: str) -> dict:
         """Greedy pass@1 (one arg-max sample a task, EvalPlus's headline number) and, with ``eval_samples``,
@@ -277,9 +315,12 @@ class Demo:
         def run(kind: str, n: int, ks: tuple[int, ...], temperature: float) -> tuple[Any, dict[str, dict]]:
             generate = loaded_model_generate_fn(model, tok, max_new_tokens=self.s.max_new_tokens,
                                                 steps=self.s.eval_steps, temperature=temperature, seed=self.seed,
-                                                context=self._autocast)
+                                                context=self._autocast, **self.decoding())
             report = evaluate(ds, self.dir / name / kind,
-                              EvalSettings(n_samples=n, ks=ks, prompt_style="chat", batch_size=16),
+                              EvalSettings(n_samples=n, ks=ks, prompt_style="chat", batch_size=16,
+                                           system_prompt=self.s.system_prompt,
+                                           generation={"steps": self.s.eval_steps, "temperature": temperature,
+                                                       **self.decoding()}),
                               generate=generate, progress=self.progress)
             return report, pass_at_k_by_tier(report.per_task, tiers, ks)
 
@@ -306,7 +347,8 @@ class Demo:
         model = DreamModel.from_pretrained(path).eval()
         tok = load_tokenizer(path)
         rows = self.eval_rows()[: self.s.analysis_prompts]
-        texts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}]) for r in rows]
+        texts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], system_prompt=self.s.system_prompt)
+                 for r in rows]
         prompts = PromptSet(name="synthetic-heldout", texts=texts, task_ids=[r["task_id"] for r in rows])
         with self._autocast():
             result = analyze_decoding_order(model, tok, prompts, temperatures=list(self.s.analysis_temperatures),
@@ -327,7 +369,7 @@ class Demo:
         if not rows_file.is_file():
             tasks = generate_tasks(s.rl_steps * s.rl_prompts_per_step * 4, "train", seed=self.seed + 1,
                                    tiers=s.rl_tiers)
-            write_jsonl([to_rl_record(t) for t in tasks], rows_file)
+            write_jsonl([to_rl_record(t, self.s.prompt_format) for t in tasks], rows_file)
         cfg = GRPOConfig.from_dict({
             "model_name_or_path": self.done("sft")["path"], "dataset_path": str(rows_file),
             "output_dir": str(self.dir / "rl"), "seed": self.seed, "estimator": "coupled",
@@ -336,6 +378,10 @@ class Demo:
             "learning_rate": s.rl_lr, "warmup_ratio": 0.0, "max_completion_length": s.max_new_tokens,
             "diffusion_steps": s.eval_steps, "temperature": s.rl_temperature, "save_steps": max(1, s.rl_steps // 2),
             "disable_tqdm": not self.progress, "device": "cpu", "resume_from_checkpoint": "latest",
+            "system_prompt": s.system_prompt, "system_turn": s.system_prompt is not None,
+            "top_k": s.eval_top_k, "generation_block_length": s.eval_block_length,
+            "generation_threshold": s.eval_threshold, "generation_use_cache": s.eval_use_cache,
+            "generation_early_stop": s.eval_early_stop,
         })
         r = train_grpo(cfg, allow_config_change=self.allow_config_change)
         return {"path": str(r.final_model_dir) if r.final_model_dir else None, "steps": r.steps,

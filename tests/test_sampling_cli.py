@@ -90,3 +90,22 @@ def test_decode_and_render_helpers(ckpt):
     assert decode_completions(tok, seq, len(a)) == ["(a, b):", ""]
     canvas = a + [tok.mask_token_id] * 2 + b
     assert render_canvas(tok, canvas, tok.mask_token_id, mask_symbol="_") == "def add__(a, b):"
+
+
+def test_generate_fast_decoding_flags_and_inherited_top_k(ckpt, capsys, monkeypatch):
+    """--use-cache/--threshold/--early-stop reach the decoder; without --top-k none is passed (the reference's
+    inherited default applies), --top-k 0 switches it off."""
+    import diffucoder.sampling as S
+    from diffucoder.cli.main import main
+
+    seen: list[dict] = []
+    real = S.diffusion_generate
+    monkeypatch.setattr(S, "diffusion_generate", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    base = ["generate", "--model", str(ckpt), "--prompt", "def f(x):", "--max-new-tokens", "8", "--temperature", "0"]
+    assert main(base + ["--block-length", "4", "--threshold", "0.5", "--use-cache", "dual", "--early-stop"]) == 0
+    assert seen[-1]["use_cache"] == "dual" and seen[-1]["early_stop"] and seen[-1]["threshold"] == 0.5
+    assert "top_k" not in seen[-1]
+    assert main(base + ["--top-k", "0"]) == 0
+    assert seen[-1]["top_k"] is None
+    assert main(base + ["--cache-refresh", "2"]) == 2
+    assert "--cache-refresh needs --use-cache" in capsys.readouterr().err

@@ -34,9 +34,14 @@ def torchrun() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
 
 
+PACKED_SFT = ["task=sft", "sft.synthetic_tasks=40", "sft.synthetic_tiers=[easy]", "sft.packing=true",
+              "sft.max_length=300", "sft.padding=flexible", "sft.heldout_fraction=0.2", "sft.system_prompt=null",
+              "sft.synthetic_prompt_format=short"]
+
+
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("extra", [[], ["runtime.fsdp=true", "diffusion.normalization=all_tokens"]],
-                         ids=["ddp", "fsdp"])
+@pytest.mark.parametrize("extra", [[], ["runtime.fsdp=true", "diffusion.normalization=all_tokens"], PACKED_SFT],
+                         ids=["ddp", "fsdp", "ddp-packed-sft"])
 def test_two_processes_match_one(tmp_path, tok, extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     common = [*ARGS, *extra, f"tokenizer.path={tok}"]
@@ -54,6 +59,9 @@ def test_two_processes_match_one(tmp_path, tok, extra):
 
     r1, r2 = rows("one"), rows("two")
     assert [r["world_size"] for r in r2 if r.get("event") == "start"] == [2]
+    if extra is PACKED_SFT:  # several examples a row, counted alike by both runs
+        assert [r["data/examples_per_row"] > 1 for r in r1 if r.get("event") == "start"] == [True]
+        assert [r["examples_seen"] for r in r1 if "loss" in r] == [r["examples_seen"] for r in r2 if "loss" in r]
     l1 = [r["loss"] for r in r1 if "loss" in r]
     l2 = [r["loss"] for r in r2 if "loss" in r]
     assert len(l1) == 4 and l1 == pytest.approx(l2, rel=1e-5)

@@ -60,6 +60,47 @@ def unit_float(text: str) -> float:
     return v
 
 
+def top_k_arg(text: str) -> int | None:
+    """``--top-k``: an integer >= 1, or 0 / none for off."""
+    if str(text).strip().lower() in ("0", "none", "off"):
+        return None
+    return positive_int(text)
+
+
+def add_fast_decoding_args(p: argparse.ArgumentParser) -> None:
+    """``--top-k``, ``--block-length``, ``--threshold``, ``--use-cache``, ``--cache-refresh``, ``--early-stop``: the
+    ``diffusion_generate`` options beyond the reference's first ones (docs/decoding.md)."""
+    p.add_argument("--top-k", type=top_k_arg, default=argparse.SUPPRESS,
+                   help="sample among the k most likely tokens (0/none: off; default: as the reference, the "
+                        "checkpoint config's top_k, else 50)")
+    p.add_argument("--block-length", type=positive_int, default=None,
+                   help="semi-autoregressive blocks of this many tokens (the last may be shorter)")
+    p.add_argument("--threshold", type=unit_float, default=None,
+                   help="parallel decoding: reveal every position whose token probability exceeds this, in (0, 1]")
+    p.add_argument("--use-cache", choices=["none", "prefix", "dual"], default="none",
+                   help="KV cache (with --block-length): prefix caches the prompt and finished blocks, dual also the "
+                        "masked suffix (an approximation; docs/decoding.md)")
+    p.add_argument("--cache-refresh", type=positive_int, default=None,
+                   help="with --use-cache: also refresh the cache every N steps inside a block (1: exact)")
+    p.add_argument("--early-stop", action="store_true",
+                   help="stop once every answer has ended (the text is unchanged)")
+
+
+def fast_decoding_kwargs(args: argparse.Namespace) -> dict:
+    """The ``diffusion_generate`` keyword arguments of :func:`add_fast_decoding_args`'s flags (top_k only when
+    given, so the reference's inherited default applies otherwise)."""
+    out = {"block_length": args.block_length, "threshold": args.threshold,
+           "use_cache": None if args.use_cache == "none" else args.use_cache,
+           "cache_refresh": args.cache_refresh, "early_stop": args.early_stop}
+    if hasattr(args, "top_k"):  # not given: the reference's inherited default applies
+        out["top_k"] = args.top_k
+    if out["cache_refresh"] is not None and out["use_cache"] is None:
+        from diffucoder.errors import InputError
+
+        raise InputError("--cache-refresh needs --use-cache prefix or dual")
+    return out
+
+
 def add_runtime_args(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     """``--device``, ``--threads`` (and ``--dtype``) for commands that run a model."""
     p.add_argument("--device", default="auto",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from diffucoder.cli.common import (add_runtime_args, nonneg_float, positive_float, positive_int, unit_float)
+    from diffucoder.cli.common import (add_fast_decoding_args, add_runtime_args, nonneg_float, positive_float,
+                                       positive_int, unit_float)
     from diffucoder.evaluation.datasets import dataset_names
 
     src = p.add_mutually_exclusive_group(required=True)
@@ -44,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=nonneg_float, default=0.2, help="sampling temperature (0: greedy)")
     p.add_argument("--top-p", type=unit_float, default=0.95, help="nucleus sampling mass, in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
+    add_fast_decoding_args(p)
     add_runtime_args(p)
 
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from diffucoder.evaluation.harness import EvalSettings, evaluate, model_generate_fn
     from diffucoder.execution import isolation_level
 
-    from diffucoder.cli.common import check_output_dir
+    from diffucoder.cli.common import check_output_dir, fast_decoding_kwargs
 
     ks = _parse_ks(args.k)
     if args.model is not None and any(k > args.n_samples for k in ks):
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         generate, gen_settings = model_generate_fn(args.model, max_new_tokens=args.max_new_tokens, steps=args.steps,
                                                    alg=args.alg, temperature=args.temperature, top_p=args.top_p,
                                                    seed=args.seed, device=args.device, dtype=args.dtype,
-                                                   threads=args.threads)
+                                                   threads=args.threads, **fast_decoding_kwargs(args))
         settings.generation = gen_settings
     out = check_output_dir(args.out or (args.samples.parent / f"eval_{args.dataset}" if args.samples else
                                         Path("eval") / args.dataset))

@@ -18,7 +18,8 @@ MASK_SYMBOL = "\u2591"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from diffucoder.cli.common import add_runtime_args, nonneg_float, nonneg_int, positive_int, unit_float
+    from diffucoder.cli.common import (add_fast_decoding_args, add_runtime_args, nonneg_float, nonneg_int,
+                                       positive_int, unit_float)
 
     p.add_argument("--model", required=True, type=Path, help="checkpoint folder (config, weights, tokenizer)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -31,13 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="unmasking order (DiffuCoder: entropy)")
     p.add_argument("--temperature", type=nonneg_float, default=0.2, help="sampling temperature (0: greedy)")
     p.add_argument("--top-p", type=unit_float, default=0.95, help="nucleus sampling mass, in (0, 1]")
-    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens only")
     p.add_argument("--alg-temp", type=nonneg_float, default=None,
                    help="sample positions from softmax(conf/alg_temp)")
-    p.add_argument("--block-length", type=positive_int, default=None,
-                   help="semi-autoregressive blocks of this length (must divide max-new-tokens)")
-    p.add_argument("--threshold", type=unit_float, default=None,
-                   help="parallel decoding: reveal every position whose token probability exceeds this")
+    add_fast_decoding_args(p)
     p.add_argument("--eos-penalty", type=nonneg_float, default=0.0,
                    help="subtract from the confidence of end-of-text / pad tokens (against EOS flooding)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
@@ -80,7 +77,7 @@ def _canvas_text(tok, ids: list[int], prev: list[int] | None, prompt_len: int, m
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from diffucoder.cli.common import load_model
+    from diffucoder.cli.common import fast_decoding_kwargs, load_model
     from diffucoder.errors import InputError, read_text
     from diffucoder.sampling import decode_completions, diffusion_generate
 
@@ -130,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
         out = diffusion_generate(
             model, ids, max_new_tokens=args.max_new_tokens,
             steps=args.steps if args.steps is not None else args.max_new_tokens, alg=args.alg,
-            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg_temp=args.alg_temp,
-            block_length=args.block_length, threshold=args.threshold, stop_token_ids=tok.stop_token_ids(),
+            temperature=args.temperature, top_p=args.top_p, alg_temp=args.alg_temp, **fast_decoding_kwargs(args),
+            stop_token_ids=tok.stop_token_ids(),
             stop_token_penalty=args.eos_penalty, num_return_sequences=args.num_samples,
             generator=torch.Generator(device=device).manual_seed(args.seed), mask_token_id=mask_id,
             vocab_limit=tok.vocab_size, generation_tokens_hook_func=hook, return_dict_in_generate=True,

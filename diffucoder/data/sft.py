@@ -8,6 +8,13 @@ of the answer region, which is how a diffusion model learns where its answer sto
 
     examples = encode_examples(read_sft_jsonl("train.jsonl"), tok)
     batch = collate_sft(examples[:8], max_length=256, pad_id=tok.pad_token_id)  # .x0 (B, L), .prompt_len (B,)
+
+Packing (``sft.packing``): several examples share one row, each a *segment* ``prompt + answer + pad targets``
+with its own positions and a block-diagonal attention mask, so each is computed exactly as it would be alone.
+:func:`first_fit_pack` groups examples into rows, :func:`collate_packed` lays them out::
+
+    rows = first_fit_pack([segment_length(e, 0) for e in examples], row_length=256, order=range(len(examples)))
+    batch = collate_packed([[examples[i] for i in r] for r in rows[:4]], 256, tok.pad_token_id)  # .x0, .segments
 """
 
 from __future__ import annotations
@@ -94,9 +101,16 @@ def encode_answer(tok: "DiffuTokenizer", answer: str) -> list[int]:
     return tok.encode(answer) + [tok.im_end_id]
 
 
-def fits(example: SFTExample, max_length: int) -> bool:
-    """Room for prompt, answer and (as in fixed-length SFT) at least one pad target."""
-    return len(example.prompt_ids) + len(example.answer_ids) < max_length
+def fits(example: SFTExample, max_length: int, answer_length: int = 0) -> bool:
+    """Room for prompt, answer and (as in fixed-length SFT) at least one pad target; with ``answer_length``
+    (packing), room for the example's whole segment (:func:`segment_length`)."""
+    return segment_length(example, answer_length) <= max_length
+
+
+def segment_length(example: SFTExample, answer_length: int = 0) -> int:
+    """Tokens of a packed example: its prompt, then its answer region of ``max(len(answer) + 1, answer_length)``
+    tokens (answer, ``<|im_end|>``, then pad targets: at least one, so every example learns where to stop)."""
+    return len(example.prompt_ids) + max(len(example.answer_ids) + 1, answer_length)
 
 
 def collate_sft(examples: Sequence[SFTExample], max_length: int, pad_id: int, padding: str = "fixed"
@@ -119,3 +133,83 @@ def collate_sft(examples: Sequence[SFTExample], max_length: int, pad_id: int, pa
         x0[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         prompt_len[b] = len(e.prompt_ids)
     return SFTBatch(x0, prompt_len)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# packing
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """One example inside a packed row: tokens ``[start, start + length)``, the first ``prompt_len`` the prompt."""
+
+    start: int
+    prompt_len: int
+    length: int
+
+
+@dataclass
+class PackedSFTBatch:
+    """Packed rows: ``segments[b]`` lists the examples of row ``b`` in order; positions after the last segment
+    are filler (pad ids that belong to no example: never attended by an example, never scored)."""
+
+    x0: torch.Tensor  # (B, L) long
+    segments: list[list[Segment]]
+
+    @property
+    def num_examples(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+
+def first_fit_pack(lengths: Sequence[int], row_length: int, order: Iterable[int]) -> list[list[int]]:
+    """Greedy first-fit bin packing: the items of ``order`` (indices into ``lengths``), in that order, each go
+    into the first row (in opening order) with room for it, else into a new row. Returns the rows as lists of
+    item indices, in placement order. O(n log n): a max-segment tree over the rows' free space, whose leftmost
+    leaf with enough room is the first-fit row (unopened rows have ``row_length`` free, so a new row opens
+    exactly when no opened one fits).
+    """
+    order = list(order)
+    for i in order:
+        if not 1 <= lengths[i] <= row_length:
+            raise ValueError(f"item {i} has length {lengths[i]}, outside [1, row_length={row_length}]")
+    size = 1
+    while size < max(1, len(order)):
+        size *= 2
+    free = [row_length] * (2 * size)  # free[size + r]: free tokens of row r; inner nodes: max of children
+    rows: list[list[int]] = []
+    for i in order:
+        need = lengths[i]
+        node = 1
+        while node < size:  # descend to the leftmost leaf with free >= need (the root always has one)
+            node = 2 * node if free[2 * node] >= need else 2 * node + 1
+        r = node - size
+        if r == len(rows):
+            rows.append([])
+        rows[r].append(i)
+        free[node] -= need
+        node //= 2
+        while node:
+            free[node] = max(free[2 * node], free[2 * node + 1])
+            node //= 2
+    return rows
+
+
+def collate_packed(rows: Sequence[Sequence[SFTExample]], length: int, pad_id: int, answer_length: int = 0
+                   ) -> PackedSFTBatch:
+    """Lay out packed rows of ``length`` tokens: each example as ``prompt + answer + pad targets``
+    (:func:`segment_length`), one after the other; filler pad ids after the last one."""
+    if not rows or any(not r for r in rows):
+        raise ValueError("collate_packed needs at least one row, each with at least one example")
+    x0 = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    segments: list[list[Segment]] = []
+    for b, row in enumerate(rows):
+        pos, segs = 0, []
+        for e in row:
+            n = segment_length(e, answer_length)
+            if pos + n > length:
+                raise ValueError(f"row {b}: its examples need more than {length} tokens")
+            ids = e.prompt_ids + e.answer_ids
+            x0[b, pos: pos + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            segs.append(Segment(pos, len(e.prompt_ids), n))
+            pos += n
+        segments.append(segs)
+    return PackedSFTBatch(x0, segments)

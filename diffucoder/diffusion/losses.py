@@ -157,9 +157,12 @@ def model_loss_sums(model: nn.Module, xt: torch.Tensor, x0: torch.Tensor, is_mas
                     ) -> LossSums:
     """Loss sums for a :class:`~diffucoder.model.DreamModel` on a noised batch, LM head at masked rows only.
 
-    ``row_weights`` (B,): the weight of each row's masked tokens in ``weighted_ce``; default the ELBO's 1/t."""
+    ``t`` (B,) is each row's noise level; packed rows (several examples a row, each with its own level) pass it
+    per position, (B, L). ``row_weights`` (B,) or (B, L) like ``t``: the weight of the masked tokens in
+    ``weighted_ce``; default the ELBO's 1/t."""
     hidden = model.model(xt, attention_mask, position_ids)  # (B, L, H)
     logits, rows, cols = masked_positions_logits(hidden, model.lm_head, is_masked, model.config.shift_logits)
-    w = (elbo_weights(t) if row_weights is None else row_weights)[rows]  # (N,)
+    weights = elbo_weights(t) if row_weights is None else row_weights  # (B,) or (B, L)
+    w = weights[rows, cols] if weights.dim() == 2 else weights[rows]  # (N,)
     wce, ce = masked_ce_sums(logits, x0[rows, cols], w)
     return LossSums(wce, ce, is_masked.sum(), maskable.sum())

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from diffucoder.evaluation.datasets import Dataset, Task, file_sha256
 from diffucoder.evaluation.metrics import pass_at_k
-from diffucoder.evaluation.prompts import PromptBuilder
+from diffucoder.evaluation.prompts import DEFAULT_SYSTEM, PromptBuilder
 from diffucoder.evaluation.sanitize import sanitize
 
 from diffucoder.errors import InputError, MissingFileError
@@ -54,6 +54,8 @@ class EvalSettings:
     n_samples: int = 1
     ks: tuple[int, ...] = (1,)
     prompt_style: str = "base"
+    system_prompt: str | None = DEFAULT_SYSTEM
+    """System turn of the instruct / chat prompts (None: no system turn, for a model trained without one)."""
     batch_size: int = 8
     """Prompts per ``generate`` call."""
     workers: int | None = None
@@ -153,7 +155,7 @@ def generate_samples(dataset: Dataset, generate: GenerateFn, out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "samples.jsonl"
-    builder = PromptBuilder(settings.prompt_style)
+    builder = PromptBuilder(settings.prompt_style, system=settings.system_prompt)
     tasks = _selected(dataset, settings)
     have: dict[str, int] = {}
     for row in _read_jsonl_tolerant(path):

@@ -37,6 +37,8 @@ class GRPOConfig:
     """Logs (``log.jsonl``), checkpoints (``checkpoint-N``) and the final model (``final``)."""
     system_prompt: str | None = None
     """System turn of the chat template (None: the tokenizer's default)."""
+    system_turn: bool = True
+    """Add the system turn at all (False: none, for a model trained without one, e.g. ``sft.system_prompt: null``)."""
     max_prompt_length: int = 512
     """Prompts longer than this (in tokens) are skipped and counted."""
     torch_dtype: str = "float32"

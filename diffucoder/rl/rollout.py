@@ -97,13 +97,17 @@ def load_prompt_rows(path: str | Path) -> tuple[list[dict[str, Any]], DatasetSta
 
 
 def render_prompt(row: dict[str, Any], tokenizer: "DiffuTokenizer", system_prompt: str | None = None,
-                  chat_template: bool = True) -> str:
+                  chat_template: bool = True, system_turn: bool = True) -> str:
     """A row's prompt text: its ``prompt`` (the user message) or else its ``question``, wrapped in the chat
-    template (``chat_template``) with the assistant turn opened, or used verbatim."""
+    template (``chat_template``) with the assistant turn opened, or used verbatim. ``system_prompt``: the system
+    turn (None: the tokenizer's default); ``system_turn=False``: none at all."""
     content = row["prompt"] if isinstance(row.get("prompt"), str) else row["question"]
     if not chat_template:
         return content
-    kw = {} if system_prompt is None else {"system_prompt": system_prompt}
+    if not system_turn:
+        kw: dict[str, Any] = {"system_prompt": None}
+    else:
+        kw = {} if system_prompt is None else {"system_prompt": system_prompt}
     return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, **kw)
 
 
@@ -153,13 +157,13 @@ def generate_rollouts(model: "DreamModel", tokenizer: "DiffuTokenizer", rows: Se
                       num_generations: int, max_completion_length: int, steps: int, temperature: float,
                       top_p: float | None, alg: str, generator: torch.Generator,
                       system_prompt: str | None = None, batch_size: int | None = None,
-                      chat_template: bool = True, **decoding: Any) -> Rollout:
+                      chat_template: bool = True, system_turn: bool = True, **decoding: Any) -> Rollout:
     """Decode ``num_generations`` completions for every row (see the module docstring). ``decoding``: further
     ``diffusion_generate`` options (``top_k``, ``block_length``, ``threshold``, ``use_cache``, ``early_stop``)."""
     from diffucoder.sampling import diffusion_generate
 
     device = model.device
-    texts_in = [render_prompt(r, tokenizer, system_prompt, chat_template) for r in rows]
+    texts_in = [render_prompt(r, tokenizer, system_prompt, chat_template, system_turn) for r in rows]
     enc = [tokenizer.encode(t) for t in texts_in]
     rep_rows = [r for r in rows for _ in range(num_generations)]
     rep_enc = [e for e in enc for _ in range(num_generations)]

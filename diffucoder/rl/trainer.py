@@ -331,7 +331,8 @@ class GRPOTrainer:
         for r in rows:
             from diffucoder.rl.rollout import render_prompt
 
-            n = len(tokenizer.encode(render_prompt(r, tokenizer, cfg.system_prompt, cfg.chat_template)))
+            text = render_prompt(r, tokenizer, cfg.system_prompt, cfg.chat_template, cfg.system_turn)
+            n = len(tokenizer.encode(text))
             if n > cfg.max_prompt_length:
                 self.data_stats.skipped_too_long += 1
             else:
@@ -471,6 +472,7 @@ class GRPOTrainer:
             ro: Rollout = generate_rollouts(
                 self.model, self.tok, rows, cfg.num_generations, cfg.max_completion_length, cfg.diffusion_steps,
                 cfg.temperature, cfg.top_p, cfg.generation_alg, gen, system_prompt=cfg.system_prompt,
+                system_turn=cfg.system_turn,
                 batch_size=cfg.generation_batch_size, chat_template=cfg.chat_template, **cfg.rollout_decoding(),
             )
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ Formats
 - :class:`Task` rows (``write_jsonl`` / ``load_jsonl``): ``task_id, question, entry_point, solution,
   test_cases, tier, concept, split, combo``.
 - ``build_prompt(task)``: the user message, the question plus an instruction to answer with exactly one
-  fenced python block; ``format_answer(task)``: the ideal reply, ```` ```python\\n<solution>```\\n ````, which
+  fenced python block (``build_prompt(task, "short")``: the question alone, see ``PROMPT_FORMATS``); ``format_answer(task)``: the ideal reply, ```` ```python\\n<solution>```\\n ````, which
   meets the format reward (exactly one python block, ending with a closing fence and a newline).
 - ``to_sft_record`` (``messages`` or ``prompt``/``completion``), ``to_rl_record`` (prompt plus
   ``test_cases``), ``to_eval_row`` / ``dataset(split, n, seed)`` (HumanEval-like rows with ``task_id``,
@@ -49,6 +49,7 @@ or ``python -m diffucoder.tasks --split train --n 1000 --out train.jsonl``.
 
 from diffucoder.tasks.concepts import CONCEPTS, TIERS, Concept, check_tiers, concepts_for
 from diffucoder.tasks.formats import (
+    PROMPT_FORMATS,
     PROMPT_INSTRUCTION,
     build_prompt,
     dataset,
@@ -71,8 +72,8 @@ from diffucoder.tasks.generator import (
 )
 
 __all__ = [
-    "CONCEPTS", "PROMPT_INSTRUCTION", "SPLITS", "TIERS", "Concept", "Task", "TaskOracle", "build_prompt",
-    "catalogue_stats", "check_tiers", "concepts_for", "dataset", "format_answer", "generate_tasks",
+    "CONCEPTS", "PROMPT_FORMATS", "PROMPT_INSTRUCTION", "SPLITS", "TIERS", "Concept", "Task", "TaskOracle",
+    "build_prompt", "catalogue_stats", "check_tiers", "concepts_for", "dataset", "format_answer", "generate_tasks",
     "generate_with_oracles", "iter_solution_texts", "load_jsonl", "split_of", "to_eval_row", "to_rl_record",
     "to_sft_record", "write_jsonl",
 ]

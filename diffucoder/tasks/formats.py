@@ -17,11 +17,20 @@ from diffucoder.tasks.concepts import TIERS
 from diffucoder.tasks.generator import Task, generate_tasks
 
 PROMPT_INSTRUCTION = "Answer with exactly one ```python code block that contains the complete function."
+PROMPT_FORMATS: tuple[str, ...] = ("default", "short")
+"""User-message formats: "default" is the question, then :data:`PROMPT_INSTRUCTION` on a line of its own;
+"short" is the question alone (it still ends with the ``Signature:`` line and keeps the space before every
+name: only the instruction, a constant line of 14 tokens with the demo's tokenizer, is left out). A model is
+tied to the format it was fine-tuned on: evaluate and run RL with the same one."""
 
 
-def build_prompt(task: Task) -> str:
-    """The user message: the question, then the answer-format instruction."""
-    return f"{task.question}\n{PROMPT_INSTRUCTION}"
+def build_prompt(task: Task, prompt_format: str = "default") -> str:
+    """The user message: the question, then (``"default"``) the answer-format instruction."""
+    if prompt_format == "default":
+        return f"{task.question}\n{PROMPT_INSTRUCTION}"
+    if prompt_format == "short":
+        return task.question
+    raise ValueError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {prompt_format!r}")
 
 
 def format_answer(task: Task) -> str:
@@ -30,37 +39,39 @@ def format_answer(task: Task) -> str:
     return f"```python\n{solution}```\n"
 
 
-def to_sft_record(task: Task, style: str = "messages") -> dict[str, Any]:
+def to_sft_record(task: Task, style: str = "messages", prompt_format: str = "default") -> dict[str, Any]:
     """An SFT row: ``{"messages": [user, assistant]}`` (``style="messages"``) or ``{"prompt", "completion"}``
-    (``style="prompt_completion"``), both with the ``task_id``."""
+    (``style="prompt_completion"``), both with the ``task_id``; the user message in ``prompt_format``."""
+    prompt = build_prompt(task, prompt_format)
     if style == "messages":
-        return {"task_id": task.task_id, "messages": [{"role": "user", "content": build_prompt(task)},
+        return {"task_id": task.task_id, "messages": [{"role": "user", "content": prompt},
                                                       {"role": "assistant", "content": format_answer(task)}]}
     if style == "prompt_completion":
-        return {"task_id": task.task_id, "prompt": build_prompt(task), "completion": format_answer(task)}
+        return {"task_id": task.task_id, "prompt": prompt, "completion": format_answer(task)}
     raise ValueError(f"style must be 'messages' or 'prompt_completion', got {style!r}")
 
 
-def to_rl_record(task: Task) -> dict[str, Any]:
+def to_rl_record(task: Task, prompt_format: str = "default") -> dict[str, Any]:
     """An RL row: the user prompt plus the columns a code reward needs (``test_cases``) and metadata."""
-    return {"task_id": task.task_id, "prompt": build_prompt(task), "question": task.question,
+    return {"task_id": task.task_id, "prompt": build_prompt(task, prompt_format), "question": task.question,
             "test_cases": list(task.test_cases), "entry_point": task.entry_point, "tier": task.tier,
             "concept": task.concept}
 
 
-def to_eval_row(task: Task) -> dict[str, Any]:
+def to_eval_row(task: Task, prompt_format: str = "default") -> dict[str, Any]:
     """A HumanEval-ish row an evaluation harness can score: ``task_id``, ``prompt`` (the user message),
     ``question``, ``test_cases``, ``test`` (the asserts as one program), ``entry_point``, ``solution`` (also
-    as ``canonical_solution``), ``tier`` and ``concept``."""
-    return {"task_id": task.task_id, "prompt": build_prompt(task), "question": task.question,
+    as ``canonical_solution``), ``tier`` and ``concept``; the prompt in ``prompt_format``."""
+    return {"task_id": task.task_id, "prompt": build_prompt(task, prompt_format), "question": task.question,
             "test_cases": list(task.test_cases), "test": "\n".join(task.test_cases) + "\n",
             "entry_point": task.entry_point, "solution": task.solution, "canonical_solution": task.solution,
             "tier": task.tier, "concept": task.concept}
 
 
-def dataset(split: str = "test", n: int = 300, seed: int = 0, tiers: Sequence[str] = TIERS) -> list[dict[str, Any]]:
+def dataset(split: str = "test", n: int = 300, seed: int = 0, tiers: Sequence[str] = TIERS,
+            prompt_format: str = "default") -> list[dict[str, Any]]:
     """``n`` evaluation rows (:func:`to_eval_row`) of one split."""
-    return [to_eval_row(t) for t in generate_tasks(n, split, seed, tiers)]
+    return [to_eval_row(t, prompt_format) for t in generate_tasks(n, split, seed, tiers)]
 
 
 def iter_solution_texts(n: int, seed: int = 0, split: str = "train",

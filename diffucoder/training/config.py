@@ -106,10 +106,27 @@ class SFTSection:
     """Tiers of those tasks, taken round-robin: repeat a tier to weight it (["easy", "easy", "medium", "hard"]
     makes half of them easy)."""
     max_length: int = 256
-    """Tokens per SFT row: prompt + answer + pad tokens. Longer examples are dropped (and counted)."""
+    """Tokens per SFT row: prompt + answer + pad tokens (with ``packing``: of all the examples packed into the
+    row). Longer examples are dropped (and counted)."""
     padding: Literal["fixed", "flexible"] = "fixed"
     """"fixed": every row padded to ``max_length`` with the pad token as a learned target (DiffuCoder; how the
-    model learns where to stop). "flexible": padded only to the longest row of the global batch."""
+    model learns where to stop). "flexible": padded only to the longest row of the global batch. With
+    ``packing``, the row length only (each example's own pad targets are set by ``pack_answer_length``)."""
+    packing: bool = False
+    """Pack several examples into each row (first-fit over a seeded shuffle, once per run), each with its own
+    position ids, its own noise level and masks, and a block-diagonal attention mask, so each is computed
+    exactly as it would be alone; fewer pad tokens per example. ``optim.global_batch_size`` then counts packed
+    rows; the held-out evaluation stays on unpacked rows (comparable with unpacked runs)."""
+    pack_answer_length: int | None = None
+    """With ``packing``: each example's answer region (answer, ``<|im_end|>``, pad targets) is padded to at least
+    this many tokens, always with at least one pad target: DiffuCoder's fixed-length padding, per example, which
+    is how the model learns to end its answer (the generation length, e.g. 64, trains exactly the canvas the
+    model decodes on). None: the longest answer of the data plus one. Small values are a trap: with a single pad
+    target the model never sees a pad after a pad and fills the rest of a decoding canvas with code."""
+    synthetic_prompt_format: Literal["default", "short"] = "default"
+    """User message of the synthetic tasks (diffucoder.tasks.formats.PROMPT_FORMATS): "default" is the question
+    and a format instruction; "short" the question alone (14 fewer tokens with the demo's tokenizer; pair it
+    with ``system_prompt: null`` for 30 fewer). Evaluate such a model with prompts in the same format."""
     progressive_condition_steps: int = 0
     """Introduce the conditional mask progressively: at step s a row keeps its prompt clean with probability
     min(1, s / N), otherwise the whole row is noised like pretraining. 0: the prompt is never masked."""
@@ -300,6 +317,8 @@ class TrainConfig:
              "sft.synthetic_tasks")
         need(self.sft.progressive_condition_steps >= 0, f"sft.progressive_condition_steps must be >= 0, got "
              f"{self.sft.progressive_condition_steps}", "sft.progressive_condition_steps")
+        need(self.sft.pack_answer_length is None or self.sft.pack_answer_length >= 0,
+             f"sft.pack_answer_length must be >= 0, got {self.sft.pack_answer_length}", "sft.pack_answer_length")
         need(self.data.separator in ("eos", "none"), f"data.separator must be 'eos' or 'none', got "
              f"{self.data.separator!r}", "data.separator")
         need(self.task != "adapt" or self.model.init_from is not None,

@@ -5,6 +5,11 @@ the global batch)`` (:func:`seed_for`): the data order is one permutation per ep
 drawn for the whole global batch from a per-step generator, and every row's masks come from its own generator.
 So a resumed run sees exactly the batches and noise an uninterrupted one would, and the same global batch gives
 the same loss whether it is split over 1 or N ranks or over any number of accumulation micro-batches.
+
+Packed SFT (:class:`PackedSFTRows`, ``sft.packing``): the rows are groups of examples made once by first-fit
+packing a seeded permutation, so the data order is again a pure function of the seed. The noise levels are drawn
+per *example* of the global batch, and example ``k`` of a step is noised by the generator an unpacked row at
+position ``k`` would use, exactly as :func:`noise_rows` noises it alone (:func:`noise_packed_rows`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Protocol
 
 import torch
 
-from diffucoder.data.sft import SFTExample, collate_sft
+from diffucoder.data.sft import (PackedSFTBatch, SFTExample, collate_packed, collate_sft, first_fit_pack,
+                                 segment_length)
 from diffucoder.diffusion.noise import (annealed_attention_mask, mask_with_uniforms, maskable_positions,
                                         sample_t)
 from diffucoder.training.config import DiffusionSection
@@ -85,6 +91,45 @@ class SFTRows:
         return b.x0, b.prompt_len
 
 
+class PackedSFTRows:
+    """Chat examples packed several to a row (``sft.packing``): rows of at most ``max_length`` tokens, each example a
+    segment ``prompt + answer + pad targets`` (:func:`~diffucoder.data.sft.segment_length`).
+
+    The packing is computed once, by :func:`~diffucoder.data.sft.first_fit_pack` over a permutation drawn from
+    ``seed``, so it is the same in every process and after a resume; an epoch over the rows is an epoch over the
+    examples. ``padding="flexible"`` cuts a global batch's rows to its longest packed row, "fixed" keeps
+    ``max_length``.
+    """
+
+    def __init__(self, examples: list[SFTExample], max_length: int, pad_id: int, padding: str, answer_length: int,
+                 seed: int) -> None:
+        if not examples:
+            raise ValueError("no SFT examples fit sft.max_length")
+        self.examples, self.max_length, self.pad_id, self.padding = examples, max_length, pad_id, padding
+        self.answer_length = answer_length
+        self.lengths = [segment_length(e, answer_length) for e in examples]
+        order = torch.randperm(len(examples), generator=generator(seed, "sft-pack")).tolist()
+        self.packs = first_fit_pack(self.lengths, max_length, order)
+        self.used = [sum(self.lengths[i] for i in r) for r in self.packs]
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def num_examples(self, indices: list[int]) -> int:
+        return sum(len(self.packs[i]) for i in indices)
+
+    def row_length(self, indices: list[int]) -> int:
+        return self.max_length if self.padding == "fixed" else max(self.used[i] for i in indices)
+
+    def packed(self, indices: list[int], length: int) -> PackedSFTBatch:
+        return collate_packed([[self.examples[j] for j in self.packs[i]] for i in indices], length, self.pad_id,
+                              self.answer_length)
+
+    def fill(self) -> float:
+        """Fraction of the packed rows' ``max_length`` tokens that belong to an example."""
+        return sum(self.used) / (len(self.packs) * self.max_length)
+
+
 class BatchOrder:
     """Which dataset rows form the global batch of each step: one seeded permutation per epoch."""
 
@@ -115,13 +160,18 @@ class NoisedRows:
     xt: torch.Tensor  # (B, L) noised ids
     is_masked: torch.Tensor  # (B, L) bool
     maskable: torch.Tensor  # (B, L) bool, loss-bearing positions
-    t: torch.Tensor  # (B,)
+    t: torch.Tensor  # (B,), or (B, L) for packed rows: each position carries its example's noise level
     attention_mask: torch.Tensor | None  # None, (B, L) padding mask or (B, 1, L, L) bool
+    position_ids: torch.Tensor | None = None  # (B, L) for packed rows (restarting at 0 per example), else None
+    num_examples: int = 0  # examples in these rows (one per row unless packed)
 
     def to(self, device: torch.device) -> "NoisedRows":
-        am = self.attention_mask.to(device) if self.attention_mask is not None else None
+        def move(x: torch.Tensor | None) -> torch.Tensor | None:
+            return x.to(device) if x is not None else None
+
         return NoisedRows(self.x0.to(device), self.xt.to(device), self.is_masked.to(device),
-                          self.maskable.to(device), self.t.to(device), am)
+                          self.maskable.to(device), self.t.to(device), move(self.attention_mask),
+                          move(self.position_ids), self.num_examples)
 
 
 def step_t(seed: int, step: int, global_batch: int, diff: DiffusionSection) -> torch.Tensor:
@@ -167,7 +217,101 @@ def noise_rows(x0: torch.Tensor, prompt_len: torch.Tensor, t: torch.Tensor, row_
         attention = torch.stack(attn_rows) & valid[:, None, None, :]  # (B, 1, L, L)
     elif not bool(valid.all()):
         attention = valid.long()  # (B, L) padding mask
-    return NoisedRows(x0, noised.xt, noised.is_masked, maskable, t, attention)
+    return NoisedRows(x0, noised.xt, noised.is_masked, maskable, t, attention, num_examples=B)
+
+
+def noise_packed_rows(batch: PackedSFTBatch, t: torch.Tensor, example_keys: list[tuple], *, mask_token_id: int,
+                      pad_token_id: int, shift: bool, diff: DiffusionSection, step: int,
+                      condition_prob: float = 1.0) -> NoisedRows:
+    """Corrupt packed rows: each example exactly as :func:`noise_rows` corrupts it as a row of its own.
+
+    ``t`` (E,) and ``example_keys`` (E keys) list the examples in row-major order. Example ``e`` is noised as the
+    one-row batch ``noise_rows(x0[segment], prompt_len, t[e:e+1], [example_keys[e]])`` (its own noise level, its
+    own masks, its prompt clean; truncation, clean prefix and attention annealing within the example), then
+    placed in its row. The attention mask is block-diagonal (an example's queries see only its own keys, with the
+    example's own truncation or annealing mask inside its block; filler positions see only themselves), the
+    position ids restart at 0 for each example, and ``t`` is returned per position (B, L) (1 at filler).
+
+    With the AR shift, output ``j - 1`` predicts token ``j``: the first token of an example would be predicted
+    from the previous example's last output, so it is never maskable (as position 0 of a row alone is not).
+    """
+    B, L = batch.x0.shape
+    E = batch.num_examples
+    if t.shape != (E,) or len(example_keys) != E:
+        raise ValueError(f"{E} packed examples need t of shape ({E},) and {E} keys, got {tuple(t.shape)} and "
+                         f"{len(example_keys)}")
+    x0 = batch.x0.clone()
+    xt = x0.clone()
+    is_masked = torch.zeros(B, L, dtype=torch.bool)
+    maskable = torch.zeros(B, L, dtype=torch.bool)
+    t_pos = torch.ones(B, L, dtype=t.dtype)
+    pos_ids = torch.zeros(B, L, dtype=torch.long)
+    attention = torch.eye(L, dtype=torch.bool).repeat(B, 1, 1, 1)  # (B, 1, L, L): filler sees itself only
+    e = 0
+    for b, segs in enumerate(batch.segments):
+        for seg in segs:
+            sl = slice(seg.start, seg.start + seg.length)
+            alone = noise_rows(x0[b:b + 1, sl], torch.tensor([seg.prompt_len]), t[e:e + 1], [example_keys[e]],
+                               mask_token_id=mask_token_id, pad_token_id=pad_token_id, shift=shift, diff=diff,
+                               step=step, condition_prob=condition_prob)
+            x0[b, sl], xt[b, sl] = alone.x0[0], alone.xt[0]
+            is_masked[b, sl], maskable[b, sl] = alone.is_masked[0], alone.maskable[0]
+            t_pos[b, sl] = t[e]
+            block = torch.ones(seg.length, seg.length, dtype=torch.bool)  # (n, n)
+            pos = torch.arange(seg.length)
+            am = alone.attention_mask
+            if am is not None and am.dim() == 4:  # attention annealing
+                block = am[0, 0]
+            elif am is not None:  # truncation: the padding mask's keys and positions, as the model reads it alone
+                keep = am[0].bool()
+                block = block & keep[None, :]
+                pos = (keep.long().cumsum(-1) - 1).clamp_min(0)
+            attention[b, 0, sl, sl] = block
+            pos_ids[b, sl] = pos
+            e += 1
+    return NoisedRows(x0, xt, is_masked, maskable, t_pos, attention, pos_ids, num_examples=E)
+
+
+@dataclass
+class StepRows:
+    """One rank's micro-batches of a global batch."""
+
+    micro: list[NoisedRows]
+    length: int  # row length of this step
+    examples: int  # examples in the whole global batch (all ranks)
+
+
+def step_rows(train: "RowDataset", gidx: list[int], positions: list[int], micro_batch_size: int, *, seed: int,
+              step: int, diff: DiffusionSection, mask_token_id: int, pad_token_id: int, shift: bool,
+              condition_prob: float = 1.0) -> StepRows:
+    """Noised micro-batches of the rows at ``positions`` of the global batch ``gidx`` (this rank's share).
+
+    Unpacked rows: row ``p`` draws ``t[p]`` of the global batch's levels and the generator
+    ``(seed, "row", step, p)``. Packed rows: the levels are drawn for the global batch's examples, and example
+    ``k`` (counted over the whole global batch, row-major) takes ``t[k]`` and the generator
+    ``(seed, "row", step, k)``. Either way every choice is a function of (seed, step, position), whatever the
+    split over ranks and micro-batches.
+    """
+    length = train.row_length(gidx)
+    common = dict(mask_token_id=mask_token_id, pad_token_id=pad_token_id, shift=shift, diff=diff, step=step,
+                  condition_prob=condition_prob)
+    micro = []
+    if isinstance(train, PackedSFTRows):
+        counts = [len(train.packs[i]) for i in gidx]
+        first = [sum(counts[:p]) for p in range(len(gidx) + 1)]  # first example of each global position
+        t_glob = step_t(seed, step, first[-1], diff)
+        for m0 in range(0, len(positions), micro_batch_size):
+            pos = positions[m0:m0 + micro_batch_size]
+            ks = [k for p in pos for k in range(first[p], first[p + 1])]
+            micro.append(noise_packed_rows(train.packed([gidx[p] for p in pos], length), t_glob[ks],
+                                           [(seed, "row", step, k) for k in ks], **common))
+        return StepRows(micro, length, first[-1])
+    t_glob = step_t(seed, step, len(gidx), diff)
+    for m0 in range(0, len(positions), micro_batch_size):
+        pos = positions[m0:m0 + micro_batch_size]
+        x0, prompt_len = train.rows([gidx[p] for p in pos], length)
+        micro.append(noise_rows(x0, prompt_len, t_glob[pos], [(seed, "row", step, p) for p in pos], **common))
+    return StepRows(micro, length, len(gidx))
 
 
 def condition_probability(step: int, progressive_steps: int) -> float:

@@ -10,6 +10,10 @@ Loss normalisation over a split batch: each micro-batch contributes ``sum(CE / t
 masked-token (or maskable-position) count of the whole global batch, summed over ranks before the backward
 passes; DDP's gradient averaging is undone by a factor ``world_size``. So the update equals the one computed on
 the unsplit global batch.
+
+With ``sft.packing`` a row holds several SFT examples (``training.data.PackedSFTRows``), each with its own
+noise level, masks, positions and attention block; ``optim.global_batch_size`` then counts rows, and the logs
+and checkpoints count ``examples_seen`` as well as tokens.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from diffucoder.rundir import ALLOW_FLAG
 from diffucoder.training import distributed as D
 from diffucoder.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from diffucoder.training.config import ConfigError, TrainConfig, dump_config
-from diffucoder.training.data import (BatchOrder, NoisedRows, PackedRows, RowDataset, SFTRows,
-                                      condition_probability, generator, lr_lambda, noise_rows, step_t)
+from diffucoder.training.data import (BatchOrder, PackedRows, PackedSFTRows, RowDataset, SFTRows,
+                                      condition_probability, generator, lr_lambda, noise_rows, step_rows)
 
 METRICS = "metrics.jsonl"
 
@@ -47,12 +51,14 @@ class TrainResult:
     final_path: Path | None  # RUN/final: model + tokenizer (None on ranks other than 0)
     steps: int  # optimizer steps done
     tokens_seen: int  # tokens in the training batches (all ranks)
+    examples_seen: int  # examples in the training batches (rows, or the examples packed into them)
     final_loss: float | None  # training loss of the last logged step
     eval: dict[str, float] = field(default_factory=dict)  # the last held-out evaluation
     eval_history: list[dict[str, float]] = field(default_factory=list)
     unigram_baseline: float | None = None  # held-out masked-token CE of the training unigram model (nats)
     elapsed_s: float = 0.0
     resumed_from: int | None = None  # step of the checkpoint the run resumed from
+    stopped_by_time: bool = False  # optim.max_minutes ended the run before optim.steps
 
 
 class DiffusionObjective(nn.Module):
@@ -66,9 +72,10 @@ class DiffusionObjective(nn.Module):
         self.loss_weighting = loss_weighting
 
     def forward(self, xt: torch.Tensor, x0: torch.Tensor, is_masked: torch.Tensor, t: torch.Tensor,
-                maskable: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                maskable: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         plain = self.loss_weighting == "none" and self.training  # eval mode (held-out ELBO) keeps 1/t
-        s = model_loss_sums(self.model, xt, x0, is_masked, t, maskable, attention_mask,
+        s = model_loss_sums(self.model, xt, x0, is_masked, t, maskable, attention_mask, position_ids,
                             row_weights=torch.ones_like(t) if plain else None)
         return s.weighted_ce, s.ce, s.n_masked, s.n_maskable
 
@@ -162,10 +169,17 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
         def rows(exs):
             return SFTRows([SFTExample(*e) for e in exs], cfg.sft.max_length, tok.pad_token_id, cfg.sft.padding)
 
-        train = rows(payload["train"])
-        held = rows(payload["heldout"]) if payload["heldout"] else None
-        # the answer region of fixed-length rows: answer tokens and pad targets
-        pads = sum(max(0, cfg.sft.max_length - len(e[0]) - len(e[1])) for e in payload["train"])
+        if cfg.sft.packing:
+            train = PackedSFTRows([SFTExample(*e) for e in payload["train"]], cfg.sft.max_length, tok.pad_token_id,
+                                  cfg.sft.padding, payload["answer_length"], cfg.seed)
+        else:
+            train = rows(payload["train"])
+        held = rows(payload["heldout"]) if payload["heldout"] else None  # unpacked either way: comparable runs
+        # the answer region of fixed-length rows (packed: of each example's segment): answer tokens and pad targets
+        if isinstance(train, PackedSFTRows):
+            pads = sum(n - len(e.prompt_ids) - len(e.answer_ids) for n, e in zip(train.lengths, train.examples))
+        else:
+            pads = sum(max(0, cfg.sft.max_length - len(e[0]) - len(e[1])) for e in payload["train"])
         flat = torch.tensor([i for e in payload["train"] for i in e[1]] + [tok.pad_token_id] * pads,
                             dtype=torch.long)
     else:
@@ -174,7 +188,11 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
         flat = payload["train"]
     from diffucoder.data.packing import unigram_log_probs
 
-    return Data(train, held, unigram_log_probs(flat, vocab), payload["description"])
+    description = dict(payload["description"])
+    if isinstance(train, PackedSFTRows):
+        description.update(packed_rows=len(train), pack_fill=round(train.fill(), 4),
+                           examples_per_row=round(len(train.examples) / len(train), 3))
+    return Data(train, held, unigram_log_probs(flat, vocab), description)
 
 
 def _build_text_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_records: Sequence[Any]) -> dict:
@@ -213,11 +231,17 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
             raise InputError(str(e)) from None
     records.extend(parse_record(r, f"sft_records[{i}]") for i, r in enumerate(sft_records))
     if cfg.sft.synthetic_tasks > 0:
-        records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed, cfg.sft.synthetic_tiers))
+        records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed, cfg.sft.synthetic_tiers,
+                                          cfg.sft.synthetic_prompt_format))
     if not records:
         raise ConfigError("task 'sft' has no examples: set sft.files or sft.synthetic_tasks (or pass sft_records)")
     examples = encode_examples(records, tok, system_prompt=cfg.sft.system_prompt)
-    kept = [(r, e) for r, e in zip(records, examples) if fits(e, cfg.sft.max_length)]
+    answer_length = 0
+    if cfg.sft.packing:
+        answer_length = cfg.sft.pack_answer_length
+        if answer_length is None:  # the longest answer (of those that fit at all) plus one pad target
+            answer_length = 1 + max((len(e.answer_ids) for e in examples if fits(e, cfg.sft.max_length)), default=0)
+    kept = [(r, e) for r, e in zip(records, examples) if fits(e, cfg.sft.max_length, answer_length)]
     dropped = len(examples) - len(kept)
     if not kept:
         raise ConfigError(f"none of the {len(examples)} SFT examples fits sft.max_length={cfg.sft.max_length} "
@@ -230,12 +254,14 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
         train, held = held, []
     desc = {"examples": len(records), "dropped_too_long": dropped, "train_examples": len(train),
             "heldout_examples": len(held), "max_length": cfg.sft.max_length, "padding": cfg.sft.padding}
-    return {"train": train, "heldout": held, "description": desc}
+    if cfg.sft.packing:
+        desc["pack_answer_length"] = answer_length
+    return {"train": train, "heldout": held, "description": desc, "answer_length": answer_length}
 
 
-def _synthetic_records(n: int, seed: int, tiers: Sequence[str]) -> list:
+def _synthetic_records(n: int, seed: int, tiers: Sequence[str], prompt_format: str = "default") -> list:
     """``n`` synthetic programming tasks of ``tiers`` (round-robin) as SFT records (diffucoder.tasks: generate +
-    to_sft_record)."""
+    to_sft_record), the user message in ``prompt_format``."""
     from diffucoder.data.sft import parse_record
 
     try:
@@ -250,7 +276,8 @@ def _synthetic_records(n: int, seed: int, tiers: Sequence[str]) -> list:
         tiers = tasks.check_tiers(tiers)
     except ValueError as e:
         raise ConfigError(f"sft.synthetic_tiers: {e}") from None
-    return [parse_record(to_rec(t), f"synthetic task {i}") for i, t in enumerate(gen(n, "train", seed, tiers))]
+    return [parse_record(to_rec(t, prompt_format=prompt_format), f"synthetic task {i}")
+            for i, t in enumerate(gen(n, "train", seed, tiers))]
 
 
 def corpus_texts(cfg: TrainConfig, extra_texts: Sequence[str] = ()) -> list[str]:
@@ -563,7 +590,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                                   betas=tuple(cfg.optim.betas), eps=cfg.optim.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.optim.steps, cfg.optim.min_lr_ratio))
-    start_step, tokens_seen = 0, 0
+    start_step, tokens_seen, examples_seen = 0, 0, 0
     if loaded is not None and loaded.trainer_state.get("seed", cfg.seed) != cfg.seed:
         raise ConfigError(f"{loaded.path} was written with seed {loaded.trainer_state['seed']}, the config says "
                           f"{cfg.seed}: resuming would not continue the same run (use another run_dir)")
@@ -577,6 +604,8 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                  if start_step < cfg.optim.steps else
                  f"{run_dir}: already at step {start_step} of {cfg.optim.steps} ({loaded.path}); nothing left to "
                  f"train (raise optim.steps, with {ALLOW_FLAG}, to continue)")
+        # checkpoints from before packing did not record it; there, one example was one row
+        examples_seen = int(loaded.trainer_state.get("examples_seen", start_step * cfg.optim.global_batch_size))
     del loaded
 
     o = cfg.optim
@@ -621,18 +650,13 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
         while step < o.steps and not time_up:
             # ---- build this rank's micro-batches of the global batch ----
             gidx = order.indices(step)
-            length = data.train.row_length(gidx)
-            t_glob = step_t(cfg.seed, step, o.global_batch_size, cfg.diffusion)
             cond_p = condition_probability(step, cfg.sft.progressive_condition_steps) if cfg.task == "sft" else 1.0
             lo = info.rank * per_rank
-            micro: list[NoisedRows] = []
-            for m0 in range(lo, lo + per_rank, o.micro_batch_size):
-                pos = list(range(m0, m0 + o.micro_batch_size))
-                x0, prompt_len = data.train.rows([gidx[p] for p in pos], length)
-                micro.append(noise_rows(
-                    x0, prompt_len, t_glob[pos], [(cfg.seed, "row", step, p) for p in pos],
-                    mask_token_id=mcfg.mask_token_id, pad_token_id=pad_id, shift=mcfg.shift_logits,
-                    diff=cfg.diffusion, step=step, condition_prob=cond_p).to(info.device))
+            built = step_rows(data.train, gidx, list(range(lo, lo + per_rank)), o.micro_batch_size, seed=cfg.seed,
+                              step=step, diff=cfg.diffusion, mask_token_id=mcfg.mask_token_id, pad_token_id=pad_id,
+                              shift=mcfg.shift_logits, condition_prob=cond_p)
+            micro = [r.to(info.device) for r in built.micro]
+            length = built.length
             counts = torch.tensor([sum(int(r.is_masked.sum()) for r in micro),
                                    sum(int(r.maskable.sum()) for r in micro)], dtype=torch.float64)
             counts = D.all_reduce_sum(counts.to(info.device), info).cpu()
@@ -649,7 +673,8 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                     objective.set_requires_gradient_sync(sync)
                 with ctx:
                     with autocast():
-                        wce, ce, _, _ = objective(r.xt, r.x0, r.is_masked, r.t, r.maskable, r.attention_mask)
+                        wce, ce, _, _ = objective(r.xt, r.x0, r.is_masked, r.t, r.maskable, r.attention_mask,
+                                                  r.position_ids)
                     (wce * (info.world_size / denom)).backward()
                 wce_sum += wce.detach().double().cpu()
                 ce_sum += ce.double().cpu()
@@ -663,6 +688,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
             step += 1
             step_tokens = o.global_batch_size * length
             tokens_seen += step_tokens
+            examples_seen += built.examples
             window_tokens += step_tokens
             loss_acc += torch.stack([wce_sum, ce_sum, counts[0], torch.tensor(denom, dtype=torch.float64)])
             if o.max_minutes is not None:  # every rank stops at the same step
@@ -678,7 +704,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                 last_loss = loss
                 row = {"step": step, "loss": loss, "masked_ce": mce, "lr": scheduler.get_last_lr()[0],
                        "grad_norm": grad_norm, "tokens_per_s": window_tokens / dt, "tokens_seen": tokens_seen,
-                       "epoch": order.epoch(step), "elapsed_s": time.time() - t_start}
+                       "examples_seen": examples_seen, "epoch": order.epoch(step), "elapsed_s": time.time() - t_start}
                 metrics.write(row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{window_tokens / dt:.0f}")
@@ -696,11 +722,12 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
                                   f"ELBO/token {last_eval['elbo_per_token']:.3f}")
                 window_t0 = time.time()
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-                _save(run_dir, step, objective, optimizer, scheduler, info, cfg, tokens_seen)
+                _save(run_dir, step, objective, optimizer, scheduler, info, cfg, tokens_seen, examples_seen)
                 window_t0 = time.time()
         # ---- end of run ----
         if cfg.checkpoint.every and step % cfg.checkpoint.every != 0 and step > start_step:
-            _save(run_dir, step, objective, optimizer, scheduler, info, cfg, tokens_seen)  # resumable / extendable
+            # resumable / extendable
+            _save(run_dir, step, objective, optimizer, scheduler, info, cfg, tokens_seen, examples_seen)
         last_eval = run_eval(step) or last_eval
         if last_eval:
             eval_history.append({"step": step, **last_eval})
@@ -712,24 +739,27 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
             final_model.save_pretrained(final_path, tokenizer=tok)
             metrics.write({"step": step, "event": "end", "elapsed_s": time.time() - t_start,
                            "train_s": time.time() - t_loop, "stopped_by_time": time_up,
-                           "tokens_seen": tokens_seen, "final": str(final_path)})
+                           "tokens_seen": tokens_seen, "examples_seen": examples_seen, "final": str(final_path)})
         D.barrier(info)
     finally:
         if bar is not None:
             bar.close()
         metrics.close()
     return TrainResult(run_dir=run_dir, final_path=final_path, steps=step, tokens_seen=tokens_seen,
+                       examples_seen=examples_seen,
                        final_loss=last_loss, eval=last_eval, eval_history=eval_history, unigram_baseline=unigram,
                        elapsed_s=time.time() - t_start,
-                       resumed_from=start_step if ckpt_path is not None else None)
+                       resumed_from=start_step if ckpt_path is not None else None,
+                       stopped_by_time=bool(time_up))
 
 
 def _save(run_dir: Path, step: int, objective: nn.Module, optimizer, scheduler, info: D.DistInfo,
-          cfg: TrainConfig, tokens_seen: int) -> None:
+          cfg: TrainConfig, tokens_seen: int, examples_seen: int) -> None:
     model = _full_model(objective, info, cfg.runtime.fsdp)
     opt_state = _optimizer_state(optimizer, objective, info, cfg.runtime.fsdp)
     if info.is_main:
         save_checkpoint(run_dir, step, model, {"optimizer": opt_state, "scheduler": scheduler.state_dict(),
-                                               "tokens_seen": tokens_seen, "seed": cfg.seed,
+                                               "tokens_seen": tokens_seen, "examples_seen": examples_seen,
+                                               "seed": cfg.seed,
                                                "world_size": info.world_size}, cfg.checkpoint.keep_last)
     D.barrier(info)
