@@ -32,6 +32,10 @@ rollout temperature, with an evaluation seed shared by the start model ("before"
 is skipped, a killed one resumes from its last checkpoint (the trainer's exact resume), a run claimed by a live
 worker is left to it. ``--workers 2`` runs two worker processes (one thread each).
 
+A shorter plan: ``--lr X`` (one learning rate, no sweep), ``--estimators a,b`` (a subset), ``--no-kl-arm``,
+``--no-toy``; a later invocation on the same folder may grow the plan (:data:`PLAN_ONLY`), never change a run's
+settings. ``pool --train-from POOL`` copies another pool's training split and scores only the held-out split.
+
 ``analyse``: ``summary.json``, the PNG plots and the results tables of the README from whatever runs have
 finished (it lists the missing ones); see :func:`analyse` for the definition of each number.
 
@@ -102,6 +106,14 @@ class Settings:
     kl_clamp: float = 10.0
     toy_steps: int = 120
     save_steps: int = 20
+    estimators: tuple[str, ...] = ESTIMATORS
+    """The main comparison's estimators (a subset of :data:`ESTIMATORS` for a shorter experiment)."""
+    fixed_lr: float | None = None
+    """A learning rate for every run instead of the sweep (None: sweep, then :func:`pick_lr`)."""
+    kl_arm: bool = True
+    """Run the beta = ``kl_beta`` clamped-KL arm."""
+    toy_arm: bool = True
+    """Run the toy-reward pair (coupled and its lr = 0 control)."""
 
     def decoding(self) -> dict[str, Any]:
         """``generate_rollouts`` keyword options (rollouts, pool scoring and evaluation decode alike)."""
@@ -142,18 +154,18 @@ def build_plan(s: Settings) -> list[RunSpec]:
     """The runs in the order they start: sweep and control 0 first (the lr choice needs them), then seed by
     seed the main estimators (so a partial set stays balanced), the toy pair after seed 0, the KL arm last."""
     plan: list[RunSpec] = []
-    for lr in s.sweep_lrs:
+    for lr in (s.sweep_lrs if s.fixed_lr is None else ()):
         plan.append(RunSpec(run_name("coupled", lr, s.seeds[0]), "sweep", "coupled", s.seeds[0], lr, steps=s.steps))
     for i, seed in enumerate(s.seeds):
         plan.append(RunSpec(f"control-lr0-s{seed}", "control", "full_mask", seed, 0.0, steps=s.steps))
-        for est in ESTIMATORS:
+        for est in s.estimators:
             plan.append(RunSpec(run_name(est, "chosen", seed), "main", est, seed, "chosen", steps=s.steps))
-        if i == 0:
+        if i == 0 and s.toy_arm:
             plan.append(RunSpec(f"toy-control-lr0-s{seed}", "toy_control", "full_mask", seed, 0.0, toy=True,
                                 steps=s.toy_steps))
             plan.append(RunSpec(run_name("coupled", "chosen", seed, toy=True), "toy", "coupled", seed, "chosen",
                                 toy=True, steps=s.toy_steps))
-    for seed in s.seeds:
+    for seed in (s.seeds if s.kl_arm else ()):
         plan.append(RunSpec(run_name("coupled", "chosen", seed, beta=s.kl_beta), "kl", "coupled", seed, "chosen",
                             beta=s.kl_beta, kl_clamp=s.kl_clamp, steps=s.steps))
     # controls first within their seed: move control 0 right after the sweep (it gates the lr choice)
@@ -259,6 +271,16 @@ def cmd_pool(args: argparse.Namespace, s: Settings) -> int:
         raise SystemExit(f"--keep-min/--keep-max: need 0 <= {args.keep_min} <= {args.keep_max} <= --samples "
                          f"({args.samples})")
     out = Path(args.out)
+    reuse: dict[str, Any] | None = None
+    if args.train_from:
+        src = Path(args.train_from)
+        if not (src / "pool.json").is_file() or not (src / "train.jsonl").is_file():
+            raise SystemExit(f"--train-from: {src} has no pool.json/train.jsonl (not a pool folder)")
+        reuse = json.loads((src / "pool.json").read_text())
+        keys = ("temperature", "top_p", "top_k", "max_completion_length", "diffusion_steps", "block_length",
+                "threshold", "use_cache", "early_stop", "chat_template")
+        if any(reuse["settings"].get(k) != getattr(s, k) for k in keys) or reuse.get("samples") != args.samples:
+            raise SystemExit(f"--train-from: {src} was scored with other decoding settings or --samples")
     if (out / "pool.json").is_file() and not args.force:
         raise SystemExit(f"--out: {out} already holds a pool (pool.json); pass --force to rebuild it")
     torch.set_num_threads(1)
@@ -271,6 +293,14 @@ def cmd_pool(args: argparse.Namespace, s: Settings) -> int:
     with SandboxPool(workers=1) as pool:
         for split, n, name, seed in (("train", args.train_tasks, "train", args.task_seed),
                                      ("test", args.test_tasks, "heldout", args.task_seed + 1)):
+            if split == "train" and reuse is not None:  # the training pool of another pool folder, as it is
+                kept = read_jsonl(Path(args.train_from) / "train.jsonl")
+                (out / ".train.jsonl.tmp").write_text("".join(json.dumps(r) + "\n" for r in kept))
+                os.replace(out / ".train.jsonl.tmp", out / "train.jsonl")
+                info["splits"]["train"] = {**reuse["splits"]["train"], "copied_from": str(args.train_from),
+                                           "tiers": reuse.get("tiers")}
+                print(f"train: {len(kept)} rows copied from {args.train_from}", flush=True)
+                continue
             tasks = generate_tasks(n, split, seed=seed, tiers=tiers)
             rows = [to_rl_record(t) for t in tasks]
             seen: set[str] = set()
@@ -394,6 +424,10 @@ def pick_lr(runs: Path, s: Settings) -> dict[str, Any] | None:
     f = runs / "lr_choice.json"
     if f.is_file():
         return json.loads(f.read_text())
+    if s.fixed_lr is not None:
+        choice = {"lr": s.fixed_lr, "rule": "fixed by --lr (no sweep)", "candidates": []}
+        atomic_write_json(f, choice)
+        return choice
     ctrl_f = runs / f"control-lr0-s{s.seeds[0]}" / "result.json"
     if not ctrl_f.is_file():
         return None
@@ -456,14 +490,20 @@ def execute(spec: RunSpec, runs: Path, s: Settings, start: Any, tok: Any, train:
     train_s = time.time() - t0
     if res.stopped_early:
         print(f"warning: {spec.name} stopped early: {res.stopped_early}", file=sys.stderr)
-    after = None
-    if not spec.toy:
+    after, after_source = None, None
+    before_f = runs / f"before-s{spec.seed}.json"
+    if spec.kind == "control" and spec.seed != s.seeds[0] and before_f.is_file():
+        # lr = 0 leaves the weights unchanged, so the paired evaluation is the start model's; seed 0's control
+        # re-evaluates it (the check of the pairing), later seeds' reuse it (saves one evaluation each)
+        after, after_source = json.loads(before_f.read_text())["tasks"], "before (lr = 0; checked on seed 0)"
+    elif not spec.toy:
+        after_source = "evaluated"
         after = solve_counts(res.model, tok, held, s, s.eval_samples, s.eval_seed + spec.seed, pool,
                              f"after {spec.name}")
     result = {"spec": dataclasses.asdict(spec), "lr": lr, "config": cfg.to_dict(), "passes":
               cfg.estimator_config().passes, "train_seconds": train_s, "resumed": resume,
               "eval_seconds": time.time() - t0 - train_s, "counters": res.counters,
-              "stopped_early": res.stopped_early, "heldout_after": after,
+              "stopped_early": res.stopped_early, "heldout_after": after, "heldout_after_source": after_source,
               "history": [{k: v for k, v in h.items() if k not in ("counters", "reward_errors")}
                           for h in res.history]}
     atomic_write_json(d / "result.json", result)
@@ -477,7 +517,7 @@ def finished(runs: Path, spec: RunSpec, s: Settings) -> bool:
     the chosen lr (the same config), so it is never run twice."""
     if (runs / spec.name / "result.json").is_file():
         return True
-    if spec.kind == "main" and spec.estimator == "coupled" and spec.seed == s.seeds[0]:
+    if spec.kind == "main" and spec.estimator == "coupled" and spec.seed == s.seeds[0] and s.fixed_lr is None:
         f = runs / "lr_choice.json"
         if f.is_file():
             lr = json.loads(f.read_text())["lr"]
@@ -485,7 +525,13 @@ def finished(runs: Path, spec: RunSpec, s: Settings) -> bool:
     return False
 
 
+PLAN_ONLY = ("estimators", "kl_arm", "toy_arm")
+"""Settings that choose which runs are in the plan, not how any run is made: a runner may extend (or shrink) the
+plan of an existing folder with them (finished runs stay valid)."""
+
+
 def check_settings(runs: Path, s: Settings, pool_info: dict[str, Any]) -> None:
+    """Refuse to mix runs made with other settings into one folder (:data:`PLAN_ONLY` may change)."""
     f = runs / "experiment.json"
     mine = {"settings": dataclasses.asdict(s), "pool": pool_info.get("settings"),
             "start_model": pool_info.get("start_model")}
@@ -493,10 +539,13 @@ def check_settings(runs: Path, s: Settings, pool_info: dict[str, Any]) -> None:
         old = json.loads(f.read_text())
         old_s = old.get("settings", {})
         new_s = json.loads(json.dumps(mine["settings"]))
-        diff = sorted(k for k in set(old_s) | set(new_s) if old_s.get(k) != new_s.get(k))
+        diff = sorted(k for k in set(old_s) | set(new_s) if old_s.get(k) != new_s.get(k) and k not in PLAN_ONLY)
         if diff:
             raise SystemExit(f"--out: {runs} holds runs made with other settings (changed: {', '.join(diff)}); "
                              f"use another --out or the same settings")
+        if any(old_s.get(k) != new_s.get(k) for k in PLAN_ONLY):  # a larger (or smaller) plan: record it
+            atomic_write_json(f, {**old, "settings": new_s,
+                                  "plan_history": old.get("plan_history", []) + [{k: old_s.get(k) for k in PLAN_ONLY}]})
         return
     runs.mkdir(parents=True, exist_ok=True)
     atomic_write_json(f, mine)
@@ -586,7 +635,8 @@ def block_bootstrap(diffs: dict[int, list[float]], draws: int = 2000, block: int
     """Mean of per-(seed, batch) differences and a 95% percentile interval: seeds resampled with replacement,
     then within each drawn seed a moving-block bootstrap over rollout batches (blocks of ``block`` consecutive
     batches, so the autocorrelation of a policy trajectory is kept); the statistic is the mean over seeds of the
-    per-seed mean."""
+    per-seed mean. The block is ``min(block, n // 3)`` batches for a run of n batches (at least 1), so a short run
+    still has several blocks to resample."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -600,7 +650,7 @@ def block_bootstrap(diffs: dict[int, list[float]], draws: int = 2000, block: int
         for p in picks:
             a = arrs[p]
             n = len(a)
-            b = min(block, n)
+            b = max(1, min(block, n // 3))
             starts = rng.integers(0, n - b + 1, int(math.ceil(n / b)))
             idx = (starts[:, None] + np.arange(b)[None]).reshape(-1)[:n]
             vals.append(a[idx].mean())
@@ -725,13 +775,23 @@ def analyse(runs: Path, pool_dir: Path, docs: Path, s: Settings, window: int = 1
         "pool": {k: {kk: v[kk] for kk in ("unique_prompts", "kept", "per_tier")}
                  for k, v in pool_info["splits"].items()},
         "lr_choice": choice, "missing_runs": missing,
+        "design": {"train_pool_prompts": len(train), "heldout_pool_tasks": len(held),
+                   "rollout_batches_per_run": s.steps // s.num_iterations,
+                   "batches_compared_per_seed": max(0, s.steps // s.num_iterations - 1),
+                   "completions_per_batch": s.num_generations * s.prompts_per_batch,
+                   "optimizer_steps_per_run": s.steps, "eval_samples_per_task": s.eval_samples},
+        "not_in_plan": ([f"estimator {e}" for e in ESTIMATORS if e not in s.estimators]
+                        + ([] if s.kl_arm else [f"coupled beta {s.kl_beta:g} clamped-KL arm"])
+                        + ([] if s.toy_arm else ["toy-reward control"])
+                        + ([] if s.fixed_lr is None else [f"lr sweep (fixed lr {s.fixed_lr:g})"])),
         "definitions": {
             "reward": "total reward 0.5*format + 2*code (range 0..2.5) of one rollout batch (4 prompts x 8), from "
                       "the policy that decoded it",
             "reward_gain_mean": "mean over seeds and rollout batches 1..B-1 of (run's batch reward - lr=0 "
                                 "control's batch reward, same seed and batch: same prompts and rollout generator)",
             "reward_gain_ci95": "95% percentile bootstrap: seeds resampled with replacement, then a moving-block "
-                                "bootstrap (blocks of 10 batches) within each seed; 2000 draws",
+                                "bootstrap (blocks of min(10, n//3) of a seed's n batches) within each seed; 2000 "
+                                "draws",
             "vs_coupled": "the same paired difference against coupled (beta 0) instead of the control",
             "code_gain_mean": "as reward_gain_mean for the code reward alone (fraction of tests passed)",
             "heldout_pass1": "mean over held-out-pool tasks of solved/4 samples at the rollout settings; before = "
@@ -769,6 +829,7 @@ def analyse(runs: Path, pool_dir: Path, docs: Path, s: Settings, window: int = 1
         d = paired(kl, controls)
         if d:
             e["reward_gain_mean"], e["reward_gain_ci95"] = block_bootstrap(d)
+            e["code_gain_mean"], e["code_gain_ci95"] = block_bootstrap(paired(kl, controls, "reward/code"))
         dc = paired(kl, arm("main", "coupled"))
         if dc:
             m, ci = block_bootstrap(dc)
@@ -897,7 +958,12 @@ def results_tables(summary: dict[str, Any]) -> str:
         ch = summary["lr_choice"]
         cand = "; ".join(f"{c['lr']:g}: 2nd-half gain {c['gain_2nd_half']:+.3f}, last-quarter {c['gain_last_quarter']:+.3f}"
                          f"{' (collapsed)' if c['collapsed'] else ''}" for c in ch["candidates"])
-        out.append(f"- **lr sweep** (coupled, seed 0, vs control 0): {cand}. Chosen {ch['lr']:g} ({ch['rule']}).")
+        if ch["candidates"]:
+            out.append(f"- **lr sweep** (coupled, seed 0, vs control 0): {cand}. Chosen {ch['lr']:g} ({ch['rule']}).")
+        else:
+            out.append(f"- **lr**: {ch['lr']:g} for every run ({ch['rule']}).")
+    if summary.get("not_in_plan"):
+        out.append(f"- **not run** (left out of this plan): {', '.join(summary['not_in_plan'])}.")
     if summary["missing_runs"]:
         out.append(f"- **missing runs** ({len(summary['missing_runs'])}): {', '.join(summary['missing_runs'])}.")
     out.append(f"- **generated ordering statement**: {summary['ordering']}.")
@@ -944,7 +1010,8 @@ def plot_all(results: dict[str, dict[str, Any]], controls: dict[int, dict[str, A
         elif sp["kind"] == "control":
             groups.setdefault("lr = 0 control", {})[sp["seed"]] = r
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
-    k = window
+    n_min = min((len(_rewards_by_batch(r)) for rs in groups.values() for r in rs.values()), default=window)
+    k = max(1, min(window, n_min // 4))  # a short run still gets a curve
     for name, rs in sorted(groups.items()):
         for ax, rel in zip(axes, (False, True)):
             curves = []
@@ -976,8 +1043,9 @@ def plot_all(results: dict[str, dict[str, Any]], controls: dict[int, dict[str, A
         ax.set_xlabel(f"rollout batch (moving average of {k})")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("reward (0.5 format + 2 code)")
-    axes[1].legend(fontsize=8)
-    axes[0].legend(fontsize=8)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle("band: mean +- 1.96 s.e. across seeds")
     fig.tight_layout()
     fig.savefig(docs / "reward_curves.png", dpi=110)
@@ -1008,7 +1076,7 @@ def plot_all(results: dict[str, dict[str, Any]], controls: dict[int, dict[str, A
             items.append((f"{est} - coupled", vc["mean"], vc["ci95"]))
     if items:
         forest(docs / "paired_differences.png", items, "mean paired difference of batch reward",
-               "training reward, paired by seed and rollout batch (95% block-bootstrap CI)")
+               "training reward, paired by seed and rollout batch\n(95% bootstrap over seeds and batch blocks)")
     items = []
     for est, v in list(summary["estimators"].items()) + list(summary["arms"].items()):
         if "heldout_delta_ci95" in v:
@@ -1020,7 +1088,7 @@ def plot_all(results: dict[str, dict[str, Any]], controls: dict[int, dict[str, A
                       [100 * x for x in v["delta_ci95"]]))
     if items:
         forest(docs / "heldout_deltas.png", items, "held-out pass@1 after - before (points)",
-               "held-out pool, 4 samples per task, paired per task (95% bootstrap over tasks and seeds)")
+               f"held-out pool, {s.eval_samples} samples per task, paired per task\n(95% bootstrap over tasks and seeds)")
 
 
 def cmd_analyse(args: argparse.Namespace, s: Settings) -> int:
@@ -1062,6 +1130,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     p.add_argument("--task-seed", type=int, default=100)
     p.add_argument("--score-seed", type=int, default=7)
     p.add_argument("--force", action="store_true", help="rebuild an existing pool")
+    p.add_argument("--train-from", default=None, help="copy the training pool of this pool folder (scored with "
+                   "the same settings) and score only the held-out split")
     r = sub.add_parser("run", parents=[common, dec], help="the resumable runner of the plan")
     r.add_argument("--pool", required=True)
     r.add_argument("--out", required=True)
@@ -1069,6 +1139,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     r.add_argument("--toy-steps", type=int, default=d.toy_steps)
     r.add_argument("--seeds", default=",".join(map(str, d.seeds)))
     r.add_argument("--sweep-lrs", default=",".join(f"{x:g}" for x in d.sweep_lrs))
+    r.add_argument("--lr", type=float, default=None, help="one learning rate for every run, no sweep")
+    r.add_argument("--estimators", default=",".join(ESTIMATORS), help="the main comparison's estimators")
+    r.add_argument("--no-kl-arm", action="store_true", help="skip the clamped-KL arm")
+    r.add_argument("--no-toy", action="store_true", help="skip the toy-reward pair")
     r.add_argument("--workers", type=int, default=1, help="worker processes (one thread each)")
     r.add_argument("--only", default=None, help="comma-separated run names (default: the whole plan)")
     r.add_argument("--poll", type=float, default=20.0, help="seconds between looks for a free run")
@@ -1097,6 +1171,13 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
                 s.sweep_lrs = tuple(float(x) for x in args.sweep_lrs.split(",") if x.strip())
             except ValueError as e:
                 raise SystemExit(f"--seeds/--sweep-lrs: {e}") from None
+        ests = tuple(x.strip() for x in args.estimators.split(",") if x.strip())
+        bad = [x for x in ests if x not in ESTIMATORS]
+        if bad or not ests:
+            raise SystemExit(f"--estimators: unknown {bad or 'empty list'}; choose from {', '.join(ESTIMATORS)}")
+        if args.lr is not None and not args.lr > 0:
+            raise SystemExit(f"--lr: must be > 0 (the lr = 0 control is always in the plan), got {args.lr}")
+        s.estimators, s.fixed_lr, s.kl_arm, s.toy_arm = ests, args.lr, not args.no_kl_arm, not args.no_toy
         if not s.seeds or not s.sweep_lrs or s.steps < 2 or any(lr <= 0 for lr in s.sweep_lrs):
             raise SystemExit("--seeds and --sweep-lrs need at least one value (lrs > 0), --steps at least 2")
         if s.steps % s.num_iterations or s.toy_steps % s.num_iterations:

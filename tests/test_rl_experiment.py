@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -19,6 +20,16 @@ def test_rl_experiment_tiny_pipeline(tmp_path):
     assert all("pool_solved" in r for r in mod.read_jsonl(pool / "train.jsonl"))
     with pytest.raises(SystemExit, match="already holds a pool"):
         mod.main(["pool", "--tiny", "--out", str(pool)])
+    with pytest.raises(SystemExit, match="--train-from: .* has no pool.json"):
+        mod.main(["pool", "--tiny", "--out", str(tmp_path / "p2"), "--train-from", str(tmp_path)])
+    p2 = tmp_path / "p2"
+    assert mod.main(["pool", "--tiny", "--out", str(p2), "--train-from", str(pool), "--test-tasks", "2",
+                     "--samples", "2", "--keep-min", "0", "--keep-max", "2"]) == 0
+    assert mod.read_jsonl(p2 / "train.jsonl") == mod.read_jsonl(pool / "train.jsonl")
+    info2 = json.loads((p2 / "pool.json").read_text())
+    assert info2["splits"]["train"]["copied_from"] == str(pool) and info2["splits"]["heldout"]["kept"] == 2
+    with pytest.raises(SystemExit, match="--train-from: .* other decoding settings"):
+        mod.main(["pool", "--tiny", "--out", str(tmp_path / "p3"), "--train-from", str(pool), "--temperature", "0.5"])
     # a killed worker's claim (dead pid) is taken over; a finished run is skipped
     s = mod.Settings(**mod.TINY)
     plan = mod.build_plan(s)
@@ -55,6 +66,32 @@ def test_rl_experiment_tiny_pipeline(tmp_path):
     assert text.startswith("# title\n\nhand-written text") and text.count(mod.BEGIN) == 1
     assert mod.main(["analyse", "--runs", str(runs), "--pool", str(pool), "--docs", str(docs)]) == 0
     assert (docs / "README.md").read_text().count(mod.BEGIN) == 1, "the generated block is replaced, not appended"
+
+
+def test_scaled_down_plan(tmp_path):
+    mod = load_benchmark("rl_experiment")
+    s = mod.Settings(**{**mod.TINY, "seeds": (0, 1)}, fixed_lr=1e-3, estimators=("coupled", "full_mask"),
+                     kl_arm=False, toy_arm=False)
+    names = [p.name for p in mod.build_plan(s)]
+    assert names == ["control-lr0-s0", "coupled-lrchosen-s0", "full_mask-lrchosen-s0",
+                     "control-lr0-s1", "coupled-lrchosen-s1", "full_mask-lrchosen-s1"], names
+    choice = mod.pick_lr(tmp_path, s)
+    assert choice["lr"] == 1e-3 and choice["candidates"] == [] and (tmp_path / "lr_choice.json").is_file()
+    with pytest.raises(SystemExit, match="--estimators: unknown"):
+        mod.parse(["run", "--model", "m", "--pool", "p", "--out", "o", "--estimators", "coupled,bogus"])
+    with pytest.raises(SystemExit, match="--lr: must be > 0"):
+        mod.parse(["run", "--model", "m", "--pool", "p", "--out", "o", "--lr", "0"])
+    _, s2 = mod.parse(["run", "--model", "m", "--pool", "p", "--out", "o", "--lr", "3e-4", "--estimators",
+                       "coupled,d1", "--no-kl-arm", "--no-toy", "--steps", "8"])
+    assert (s2.fixed_lr, s2.estimators, s2.kl_arm, s2.toy_arm, s2.steps) == (3e-4, ("coupled", "d1"), False, False, 8)
+    # a folder's plan may grow (more estimators, the KL arm); a run setting may not change
+    runs = tmp_path / "runs"
+    mod.check_settings(runs, s, {})
+    mod.check_settings(runs, dataclasses.replace(s, estimators=mod.ESTIMATORS, kl_arm=True), {})
+    exp = json.loads((runs / "experiment.json").read_text())
+    assert exp["settings"]["estimators"] == list(mod.ESTIMATORS) and exp["plan_history"][0]["kl_arm"] is False
+    with pytest.raises(SystemExit, match="other settings.*steps"):
+        mod.check_settings(runs, dataclasses.replace(s, steps=6), {})
 
 
 def test_bootstraps_by_hand():
