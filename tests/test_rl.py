@@ -59,6 +59,30 @@ def test_grpo_loss_by_hand():
     assert abs(float(out.loss) - 0.1 * (math.e - 2) / 4) < 1e-6
 
 
+def test_kl_clamp_by_hand():
+    # d = ref - logp: 1 -> k3 = e - 2 (below the clamp, gradient -(e^d - 1) = 1 - e); 3 -> e^3 - 4 = 16.09 > 10:
+    # clamped to 10, no gradient; 100 -> finite (the log-ratio is limited to 20 first), clamped, no gradient
+    logp = torch.zeros(1, 3, requires_grad=True)
+    ref = torch.tensor([[1.0, 3.0, 100.0]])
+    out = grpo_loss(logp, logp.detach(), torch.tensor([0.0]), torch.ones(1, 3), ref_logp=ref, beta=0.1,
+                    kl_clamp=10.0)
+    assert abs(out.kl_sum - (math.e - 2 + 10 + 10)) < 1e-5 and out.kl_clamped_tokens == 2.0
+    assert abs(float(out.loss.detach()) - 0.1 * (math.e - 2 + 20) / 3) < 1e-6
+    out.loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.1 * (1 - math.e) / 3, 0.0, 0.0]]))
+    # without the clamp, the same tokens give the unbounded k3 (inf at d = 100 in float32)
+    out = grpo_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0.0]), torch.ones(1, 2),
+                    ref_logp=ref[:, :2], beta=0.1)
+    assert abs(out.kl_sum - (math.e - 2 + math.exp(3) - 4)) < 1e-4 and out.kl_clamped_tokens == 0.0
+    with pytest.raises(ValueError, match="kl_clamp must be > 0"):
+        grpo_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([0.0]), torch.ones(1, 1), kl_clamp=0.0)
+    with pytest.raises(RLConfigError, match="kl_clamp"):
+        GRPOConfig(kl_clamp=-1.0)
+    with pytest.raises(RLConfigError, match="learning_rate must be >= 0"):
+        GRPOConfig(learning_rate=-1e-4)
+    assert GRPOConfig(learning_rate=0.0).learning_rate == 0.0  # the lr = 0 control
+
+
 def test_completion_mask_handles_eos_pad_and_full_canvas():
     eos, pad = 1, 2
     ids = torch.tensor([[5, 6, eos, pad, pad], [5, 6, 7, 8, 9], [eos, pad, pad, pad, pad], [5, pad, 9, eos, 3]])

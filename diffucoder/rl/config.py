@@ -65,6 +65,9 @@ class GRPOConfig:
     """mu: updates per rollout batch, re-using the same masks (DiffuCoder: 2)."""
     beta: float = 0.01
     """Weight of the k3 KL to the reference model (0 disables the reference model)."""
+    kl_clamp: float | None = None
+    """Upper bound of the per-token k3 KL term (None: unclamped, DiffuCoder's loss). Not in the paper: a token
+    whose estimate moved far from the reference's then adds a constant and no gradient (see rl.loss)."""
     epsilon: float = 0.5
     """Clipping range of the ratio (DiffuCoder: 0.5)."""
     epsilon_high: float | None = None
@@ -142,7 +145,8 @@ class GRPOConfig:
 
     # -- optimisation ------------------------------------------------------------------------------------
     learning_rate: float = 1e-6
-    """Peak learning rate."""
+    """Peak learning rate (0: a control run that decodes, scores and computes every update but never moves the
+    weights)."""
     lr_scheduler_type: str = "cosine_with_min_lr"
     """"cosine_with_min_lr" (to ``min_lr_rate`` x peak), "cosine" (to 0) or "constant"; linear warm-up first."""
     min_lr_rate: float = 0.1
@@ -235,7 +239,9 @@ class GRPOConfig:
         need(self.generation_use_cache in (None, "prefix", "dual"),
              f"generation_use_cache must be None, prefix or dual, got {self.generation_use_cache!r}",
              "generation_use_cache")
-        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}", "learning_rate")
+        need(self.learning_rate >= 0, f"learning_rate must be >= 0, got {self.learning_rate}", "learning_rate")
+        need(self.kl_clamp is None or self.kl_clamp > 0, f"kl_clamp must be > 0 (or null), got {self.kl_clamp}",
+             "kl_clamp")
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}", "max_grad_norm")
         need(self.estimator in ESTIMATORS, f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}",
              "estimator")

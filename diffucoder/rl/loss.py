@@ -7,6 +7,11 @@ For a prompt with G completions and rewards r_1..r_G (reference.md section 5):
   the group's standard deviation (``scale_rewards``; DiffuCoder: off);
 - per completion token k: ``-min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A) + beta * KL`` with
   ``rho = exp(logp - logp_old)`` and the k3 estimator ``KL = exp(ref - logp) - (ref - logp) - 1``;
+- optionally (``kl_clamp = c``, not in DiffuCoder) the per-token k3 term clamped to at most ``c`` (the log-ratio
+  first limited to +-20 so that ``exp`` stays finite): a token whose estimated log-likelihood moved far from the
+  reference's adds the constant ``beta * c`` and no gradient, so one token cannot dominate a batch (the KL spikes
+  of 1,800-3,200 per token in docs/rl-experiment's earlier design). This follows the clamped "low_var_kl" of
+  other RL libraries (e.g. verl's, which clamps k3 to +-10);
 - token-level normalisation: the sum over completion tokens of the whole batch divided by their number
   (``normalizer`` lets a trainer that splits the batch into micro-batches and ranks divide by the global count).
 """
@@ -85,17 +90,22 @@ class GRPOLossOutput:
     """Completion tokens where the clipped branch was active (ratio outside the band on the advantage's side)."""
     ratio_sum: float
     """Sum over completion tokens of rho."""
+    kl_clamped_tokens: float = 0.0
+    """Completion tokens whose k3 term was clamped (``kl_clamp``)."""
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
               completion_mask: torch.Tensor, ref_logp: torch.Tensor | None = None, beta: float = 0.0,
               epsilon_low: float = 0.2, epsilon_high: float | None = None,
-              normalizer: float | torch.Tensor | None = None) -> GRPOLossOutput:
+              normalizer: float | torch.Tensor | None = None, kl_clamp: float | None = None) -> GRPOLossOutput:
     """The clipped GRPO objective with k3 KL, token-level normalised.
 
     Shapes: ``logp``, ``old_logp``, ``ref_logp``, ``completion_mask``: (N, Lc); ``advantages``: (N,).
-    ``normalizer`` defaults to ``completion_mask.sum()`` (token-level mean over this batch).
+    ``normalizer`` defaults to ``completion_mask.sum()`` (token-level mean over this batch). ``kl_clamp``: upper
+    bound of the per-token k3 term (None: unclamped, DiffuCoder's loss); see the module docstring.
     """
+    if kl_clamp is not None and not kl_clamp > 0:
+        raise ValueError(f"kl_clamp must be > 0 (or None), got {kl_clamp}")
     if logp.shape != old_logp.shape or logp.shape != completion_mask.shape:
         raise ValueError(f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and completion_mask "
                          f"{tuple(completion_mask.shape)} must have the same (N, Lc) shape")
@@ -108,9 +118,15 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + eps_hi)
     per_token = -torch.min(ratio * A, clipped * A)  # (N, Lc)
     kl_sum = 0.0
+    kl_clamped = 0.0
     if ref_logp is not None and beta != 0.0:
-        d = ref_logp.detach() - logp
+        d = ref_logp.detach() - logp  # (N, Lc)
+        if kl_clamp is not None:
+            d = d.clamp(-20.0, 20.0)
         kl = torch.exp(d) - d - 1.0  # (N, Lc) k3, >= 0
+        if kl_clamp is not None:
+            kl_clamped = float(((kl.detach() > kl_clamp).to(m.dtype) * m).sum())
+            kl = kl.clamp(max=float(kl_clamp))
         per_token = per_token + beta * kl
         kl_sum = float((kl.detach() * m).sum())
     n_tok = m.sum()
@@ -121,4 +137,4 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
         clipped_tokens = float((is_clipped.to(m.dtype) * m).sum())
         ratio_sum = float((ratio.detach() * m).sum())
     return GRPOLossOutput(loss=loss, num_tokens=float(n_tok), kl_sum=kl_sum, clipped_tokens=clipped_tokens,
-                          ratio_sum=ratio_sum)
+                          ratio_sum=ratio_sum, kl_clamped_tokens=kl_clamped)

@@ -538,7 +538,7 @@ class GRPOTrainer:
         N = batch.input_ids.shape[0]
         local_tokens = batch.completion_mask.sum().float()
         total_tokens = float(self.dist.sum_(local_tokens.clone().to(self.device)).clamp_min(1.0))
-        sums = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "ratio": 0.0, "tokens": 0.0}
+        sums = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "ratio": 0.0, "tokens": 0.0, "kl_clamped": 0.0}
         finite = True
         first = iteration == 0 or batch.old_logp is None
         old_store = torch.zeros(batch.completion_mask.shape, dtype=torch.float32) if first else batch.old_logp
@@ -555,7 +555,8 @@ class GRPOTrainer:
             ref = batch.ref_logp[rows].to(self.device) if batch.ref_logp is not None else None
             out = grpo_loss(logp, old, batch.advantages[rows].to(self.device),
                             batch.completion_mask[rows].to(self.device), ref_logp=ref, beta=cfg.beta,
-                            epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, normalizer=total_tokens)
+                            epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, normalizer=total_tokens,
+                            kl_clamp=cfg.kl_clamp)
             if not torch.isfinite(out.loss):
                 finite = False  # still run backward: every rank must take part in the same collectives;
                 # the step is skipped below on all ranks together
@@ -566,6 +567,7 @@ class GRPOTrainer:
             sums["clipped"] += out.clipped_tokens
             sums["ratio"] += out.ratio_sum
             sums["tokens"] += out.num_tokens
+            sums["kl_clamped"] += out.kl_clamped_tokens
         if first:
             batch.old_logp = old_store
         # a non-finite loss on any rank skips the step on all ranks (one scalar collective)
@@ -609,11 +611,12 @@ class GRPOTrainer:
     def _record(self, batch: _Batch, upd: dict[str, float], iteration: int) -> dict[str, Any]:
         keys = sorted(batch.metrics)
         vec = torch.tensor([batch.metrics[k] for k in keys] + [upd["kl"], upd["clipped"], upd["ratio"],
-                                                                upd["tokens"], upd["update_tokens"], upd["loss"]],
+                                                                upd["tokens"], upd["update_tokens"], upd["loss"],
+                                                                upd["kl_clamped"]],
                            dtype=torch.float64)
         vec = self.dist.sum_(vec.to(self.device)).cpu()
         m = dict(zip(keys, vec[:len(keys)].tolist()))
-        kl, clipped, ratio, tokens, utok, loss = vec[len(keys):].tolist()
+        kl, clipped, ratio, tokens, utok, loss, kl_clamped = vec[len(keys):].tolist()
         n = max(m["n"], 1.0)
         mean = m["reward_sum"] / n
         rec: dict[str, Any] = {
@@ -622,11 +625,15 @@ class GRPOTrainer:
             "reward_mean": mean, "reward_std": math.sqrt(max(0.0, m["reward_sq"] / n - mean ** 2)),
             "zero_variance_frac": m["zero_var_groups"] / max(m["groups"], 1.0),
             "clip_frac": clipped / max(tokens, 1.0), "kl": kl / max(tokens, 1.0) if self.ref is not None else 0.0,
+            "kl_clamped_frac": kl_clamped / max(tokens, 1.0) if self.cfg.kl_clamp is not None else None,
             "ratio_mean": ratio / max(tokens, 1.0),
             "completion_length": m["length_sum"] / n, "truncated_frac": m["truncated"] / n,
             "rollout_tok_s": m["rollout_tokens"] / max(m["rollout_seconds"] / self.dist.world, 1e-9)
             if iteration == 0 else None,
             "update_tok_s": utok / max(upd["update_seconds"], 1e-9),
+            "update_seconds": upd["update_seconds"],
+            "rollout_seconds": m["rollout_seconds"] / self.dist.world if iteration == 0 else None,
+            "reward_seconds": m["reward_seconds"] / self.dist.world if iteration == 0 else None,
             "grad_norm": upd["grad_norm"] if math.isfinite(upd["grad_norm"]) else None,
             "skipped_update": bool(upd["skipped"]),
         }
