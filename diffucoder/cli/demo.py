@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"),
                    help="output folder; an interrupted demo resumes from its last finished stage (default runs/demo, "
                         "runs/demo-quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="about 3 minutes on 2 CPU cores: evaluation, analysis and RL from the trained 5M "
+    p.add_argument("--quick", action="store_true", help="about 2 minutes on 2 CPU cores: evaluation, analysis and RL from the trained 5M "
                         "checkpoint that ships with diffucoder (the default run trains its own first)")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (data, initialisation, sampling)")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
