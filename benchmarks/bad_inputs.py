@@ -62,6 +62,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "diffucoder.cli.main", *args]
 
 
+def _gen8(*args: str) -> list[str]:
+    """``generate`` on the scratch model with an 8-token canvas, plus ``args``."""
+    return _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "8", *args)
+
+
 def classify(case: Case, r: subprocess.CompletedProcess) -> tuple[str, str]:
     out = (r.stdout or "") + (r.stderr or "")
     err = (r.stderr or "").strip()
@@ -269,22 +274,22 @@ def cases(d: Path) -> list[Case]:
         Case("gen-max-new-0", "zero", _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "0"),
              ["--max-new-tokens"]),
         Case("gen-steps-neg", "negative number",
-             _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "8", "--steps", "-3"),
+             _gen8("--steps", "-3"),
              ["--steps"]),
         Case("gen-temp-neg", "negative number",
-             _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "8", "--temperature", "-1"),
+             _gen8("--temperature", "-1"),
              ["temperature"]),
         Case("gen-top-p", "number out of range",
-             _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "8", "--top-p", "1.5"),
+             _gen8("--top-p", "1.5"),
              ["top-p"]),
         Case("gen-num-samples-0", "zero",
-             _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "8", "--num-samples", "0"),
+             _gen8("--num-samples", "0"),
              ["num-samples"]),
         Case("gen-threshold", "number out of range",
-             _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "8", "--threshold", "2"),
+             _gen8("--threshold", "2"),
              ["threshold"]),
         Case("gen-block", "inconsistent numbers",
-             _cli("generate", "--model", "model", "--prompt", "x", "--max-new-tokens", "8", "--block-length", "3"),
+             _gen8("--block-length", "3"),
              ["block"]),
         Case("gen-prompt-latin1", "non-UTF-8 file",
              _cli("generate", "--model", "model", "--prompt-file", "latin1.txt", "--max-new-tokens", "4"),

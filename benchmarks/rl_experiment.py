@@ -803,39 +803,34 @@ def analyse(runs: Path, pool_dir: Path, docs: Path, s: Settings, window: int = 1
         },
         "estimators": {}, "arms": {}, "controls": {},
     }
-    for est in ESTIMATORS:
-        rs = arm("main", est)
-        if not rs:
-            continue
-        e: dict[str, Any] = {"seeds": sorted(rs), "lr": rs[next(iter(rs))]["lr"],
-                             "passes": rs[next(iter(rs))]["passes"], "beta": 0.0}
+    def arm_summary(rs: dict, e: dict[str, Any], vs_coupled: str | None) -> dict[str, Any]:
+        """``e`` plus the arm's paired gains over the control (and, under key ``vs_coupled``, over coupled beta 0),
+        held-out change and diagnostics."""
         d = paired(rs, controls)
         if d:
             e["reward_gain_mean"], e["reward_gain_ci95"] = block_bootstrap(d)
             e["reward_gain_seeds"] = sorted(d)
             e["code_gain_mean"], e["code_gain_ci95"] = block_bootstrap(paired(rs, controls, "reward/code"))
-        if est != "coupled":
-            dc = paired(rs, arm("main", "coupled"))
-            if dc:
-                m, ci = block_bootstrap(dc)
-                e["vs_coupled"] = {"mean": m, "ci95": ci, "seeds": sorted(dc)}
-        e.update(heldout(rs))
-        e.update(diagnostics(rs))
-        summary["estimators"][est] = e
-    kl = {r["spec"]["seed"]: r for r in results.values() if r["spec"]["kind"] == "kl"}
-    if kl:
-        e = {"seeds": sorted(kl), "estimator": "coupled", "beta": s.kl_beta, "kl_clamp": s.kl_clamp,
-             "lr": kl[next(iter(kl))]["lr"]}
-        d = paired(kl, controls)
-        if d:
-            e["reward_gain_mean"], e["reward_gain_ci95"] = block_bootstrap(d)
-            e["code_gain_mean"], e["code_gain_ci95"] = block_bootstrap(paired(kl, controls, "reward/code"))
-        dc = paired(kl, arm("main", "coupled"))
+        dc = paired(rs, arm("main", "coupled")) if vs_coupled else None
         if dc:
             m, ci = block_bootstrap(dc)
-            e["vs_coupled_beta0"] = {"mean": m, "ci95": ci, "seeds": sorted(dc)}
-        e.update(heldout(kl))
-        e.update(diagnostics(kl))
+            e[vs_coupled] = {"mean": m, "ci95": ci, "seeds": sorted(dc)}
+        e.update(heldout(rs))
+        e.update(diagnostics(rs))
+        return e
+
+    for est in ESTIMATORS:
+        rs = arm("main", est)
+        if not rs:
+            continue
+        first = rs[next(iter(rs))]
+        summary["estimators"][est] = arm_summary(
+            rs, {"seeds": sorted(rs), "lr": first["lr"], "passes": first["passes"], "beta": 0.0},
+            None if est == "coupled" else "vs_coupled")
+    kl = {r["spec"]["seed"]: r for r in results.values() if r["spec"]["kind"] == "kl"}
+    if kl:
+        e = arm_summary(kl, {"seeds": sorted(kl), "estimator": "coupled", "beta": s.kl_beta, "kl_clamp": s.kl_clamp,
+                             "lr": kl[next(iter(kl))]["lr"]}, "vs_coupled_beta0")
         e["kl_clamped_frac_mean"] = _mean([h.get("kl_clamped_frac") for r in kl.values() for h in r["history"]])
         summary["arms"][f"coupled_beta{s.kl_beta:g}_klclamp{s.kl_clamp:g}"] = e
     sweep = {r["lr"]: r for r in results.values() if r["spec"]["kind"] == "sweep"}

@@ -224,9 +224,7 @@ class Demo:
     # -- stages ---------------------------------------------------------------------------------------------
     def start_checkpoint(self) -> Path | None:
         """The folder of ``start_from`` (None: the demo trains its own model)."""
-        if self.s.start_from is None:
-            return None
-        return SHIPPED_CHECKPOINT if self.s.start_from == "shipped" else Path(self.s.start_from)
+        return start_folder(self.s.start_from)
 
     def _skipped_training(self, stage: str) -> dict:
         return {"skipped": True, "start_from": str(self.s.start_from),
@@ -490,6 +488,13 @@ SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "demo_checkpoint"
 """The 5M SFT checkpoint shipped with diffucoder (``start_from="shipped"``; ``--quick`` starts from it)."""
 
 
+def start_folder(start_from: str | None) -> Path | None:
+    """The checkpoint folder a ``start_from`` setting names ("shipped": :data:`SHIPPED_CHECKPOINT`)."""
+    if start_from is None:
+        return None
+    return SHIPPED_CHECKPOINT if start_from == "shipped" else Path(start_from)
+
+
 def read_recipe(folder: str | Path) -> dict[str, Any]:
     """``demo_recipe.json`` of a checkpoint folder ({} when it has none); a broken file is an InputError."""
     from diffucoder.errors import InputError
@@ -511,9 +516,9 @@ def settings_for_start(settings: DemoSettings, log: Callable[[str], None] = prin
     is evaluated and rewarded on the prompts it was trained on); a missing folder is an InputError."""
     from diffucoder.errors import InputError
 
-    if settings.start_from is None:
+    src = start_folder(settings.start_from)
+    if src is None:
         return settings
-    src = SHIPPED_CHECKPOINT if settings.start_from == "shipped" else Path(settings.start_from)
     if not (src / "config.json").is_file():
         what = "the shipped demo checkpoint" if settings.start_from == "shipped" else "start_from"
         raise InputError(f"{what} {src}: no config.json there (not a checkpoint folder)")

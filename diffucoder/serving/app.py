@@ -334,32 +334,27 @@ def create_app(engine: Engine, *, model_name: str, defaults: ServerDefaults | No
         check_model(model_id)
         return model_card()
 
+    async def answer(req: Any, request: Request, prompts: list[list[int]], chat: bool) -> Any:
+        """Decode ``prompts`` for one request: an SSE stream, or the whole response once every row is final."""
+        job = make_job(req, prompts)
+        stream = open_stream(job)
+        rid = new_id("chatcmpl" if chat else "cmpl")
+        if req.stream:
+            await started(request, stream)
+            return sse_response(openai_stream(stream, rid, job.rows, job.prompt_tokens, chat, req.include_usage))
+        choices = await collect(request, stream, job.rows)
+        respond = chat_response if chat else completion_response
+        return respond(rid, model_name, choices, usage(job.prompt_tokens, sum(c["tokens"] for c in choices)))
+
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Any:
         check_model(req.model)
-        prompts = encode_prompts(req.prompt)
-        job = make_job(req, prompts)
-        stream = open_stream(job)
-        rid = new_id("cmpl")
-        if req.stream:
-            await started(request, stream)
-            return sse_response(openai_stream(stream, rid, job.rows, job.prompt_tokens, False, req.include_usage))
-        choices = await collect(request, stream, job.rows)
-        return completion_response(rid, model_name, choices,
-                                   usage(job.prompt_tokens, sum(c["tokens"] for c in choices)))
+        return await answer(req, request, encode_prompts(req.prompt), chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
         check_model(req.model)
-        text = tok.apply_chat_template(req.chat_messages())
-        job = make_job(req, [tok.encode(text)])
-        stream = open_stream(job)
-        rid = new_id("chatcmpl")
-        if req.stream:
-            await started(request, stream)
-            return sse_response(openai_stream(stream, rid, job.rows, job.prompt_tokens, True, req.include_usage))
-        choices = await collect(request, stream, job.rows)
-        return chat_response(rid, model_name, choices, usage(job.prompt_tokens, sum(c["tokens"] for c in choices)))
+        return await answer(req, request, [tok.encode(tok.apply_chat_template(req.chat_messages()))], chat=True)
 
     @app.get("/", response_class=HTMLResponse)
     async def live_page() -> Any:
