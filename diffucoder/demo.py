@@ -124,7 +124,13 @@ class DemoSettings:
     """Training precision ("fp32" or "bf16" autocast). On CPUs without AMX, bf16 matmuls are slower than fp32
     (measured here: 148 vs 51 GFLOP/s on one thread), so fp32 is the CPU default; decoding runs in the same."""
     threads: int | None = None
-    """torch CPU threads (None: torch's default; 1 helps on a machine busy with other work)."""
+    """torch CPU threads (None: torch's default; 1 helps on a machine busy with other work). With
+    ``train_processes`` > 1, the threads of each training process (None: the CPUs shared out)."""
+    train_processes: int | None = None
+    """Processes of the pretraining and SFT stages (a local DDP job, gloo; None: 2 on a machine with at least
+    2 CPUs, else 1). The update is the one-process update (the global batch is split, the gradient summed), so
+    this changes the speed, not the model: on 2 cores, two one-thread ranks run the 5M model's steps faster
+    than one two-thread process (``benchmarks/sft_throughput.py --ddp``)."""
 
     def __post_init__(self) -> None:
         from diffucoder.errors import InputError
@@ -205,7 +211,7 @@ class Demo:
         theirs = read_saved(f)
         if theirs is None:
             return []
-        changes = config_changes(theirs, self.settings_record(), ("settings.threads",),
+        changes = config_changes(theirs, self.settings_record(), ("settings.threads", "settings.train_processes"),
                                  defaults={"settings": asdict(DemoSettings()), "seed": 0})
         nothing_done = not any(self.done(st) for st in STAGES)  # an attempt that finished no stage
         check_changes(changes, self.dir, f, allow=self.allow_config_change or nothing_done, what="demo run",
@@ -248,15 +254,20 @@ class Demo:
         tok.save_pretrained(self.dir / "tokenizer")
         return {"path": str(self.dir / "tokenizer"), "vocab_size": tok.vocab_size, "seconds": time.time() - t0}
 
-    def _train(self, name: str, overrides: list[str]) -> dict:
-        from diffucoder.training import load_config, train
+    def _train(self, name: str, batch: int, overrides: list[str]) -> dict:
+        from diffucoder.training import load_config
+        from diffucoder.training.distributed import run_local_ranks
 
         common = [f"run_dir={self.dir / name}", f"seed={self.seed}", "runtime.device=cpu",
                   *([f"runtime.threads={self.s.threads}"] if self.s.threads else []),
                   f"runtime.precision={self.s.precision}", f"optim.max_minutes={self.s.stage_minutes_cap}",
                   f"logging.progress={str(self.progress).lower()}", "checkpoint.keep_last=1"]
-        cfg = load_config(None, common + overrides)
-        r = train(cfg, allow_config_change=self.allow_config_change)
+        n = self.train_processes(batch)
+        over = [f"optim.global_batch_size={batch}", f"optim.micro_batch_size={batch // n}"]
+        cfg = load_config(None, common + over + overrides)
+        if n > 1:
+            self.log(f"[demo] {name}: {n} processes (local DDP, gloo), {batch // n} rows each a step")
+        r = run_local_ranks(_train_rank, (cfg, self.allow_config_change), n)
         if r.stopped_by_time:
             self.log(f"[demo] warning: the {self.s.stage_minutes_cap:g}-minute stage cap stopped {name} at step "
                      f"{r.steps} of {cfg.optim.steps}: the model saw fewer examples than the recipe asks for, so "
@@ -267,36 +278,55 @@ class Demo:
                 "final_loss": r.final_loss, "eval": r.eval, "unigram_baseline": r.unigram_baseline,
                 "seconds": r.elapsed_s, "metrics": str(self.dir / name / "metrics.jsonl")}
 
+    def train_processes(self, batch: int) -> int:
+        """The training stages' process count: ``train_processes`` (None: 2 with 2+ CPUs), lowered to a
+        divisor of the global batch."""
+        import os
+
+        n = self.s.train_processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
+        while batch % n:
+            n -= 1
+        return max(1, n)
+
     def stage_pretrain(self) -> dict:
-        s = self.s
         if self.start_checkpoint() is not None:
             return self._skipped_training("pretrain")
+        return self._train("pretrain", self.s.pretrain_batch, self.pretrain_overrides())
+
+    def pretrain_overrides(self) -> list[str]:
+        """The pretraining stage's training-config overrides (beyond run folder, runtime and batch)."""
+        s = self.s
         over = [
             "task=pretrain", f"model.preset={s.preset}", f"tokenizer.path={self.dir / 'tokenizer'}",
             f"data.synthetic_solutions={s.synthetic_solutions}", f"data.seq_len={s.pretrain_seq_len}",
             f"data.synthetic_questions={str(s.synthetic_questions).lower()}",
-            f"optim.steps={s.pretrain_steps}", f"optim.global_batch_size={s.pretrain_batch}",
-            f"optim.micro_batch_size={s.pretrain_batch}", f"optim.lr={s.pretrain_lr}",
+            f"optim.steps={s.pretrain_steps}", f"optim.lr={s.pretrain_lr}",
             f"optim.warmup_steps={max(1, s.pretrain_steps // 20)}", "diffusion.t_sampling=stratified",
             f"eval.every={max(1, s.pretrain_steps // 4)}", "eval.num_sequences=32",
             f"checkpoint.every={max(1, s.pretrain_steps // 4)}",
         ]
         if s.pretrain_stdlib_files:
             over.append(f"data.max_documents={s.pretrain_stdlib_files}")
-        return self._train("pretrain", over)
+        return over
 
     def stage_sft(self) -> dict:
-        s = self.s
         src = self.start_checkpoint()
         if src is not None:
             return self._copy_start(src)
+        return self._train("sft", self.s.sft_batch, self.sft_overrides(self.done("pretrain")["path"]))
+
+    def sft_overrides(self, init_from: str | None) -> list[str]:
+        """The SFT stage's training-config overrides (beyond run folder, runtime and batch); ``init_from``: the
+        pretrained model (None: a fresh ``preset`` model with the demo's tokenizer, for benchmarks)."""
+        s = self.s
+        start = ([f"model.init_from={init_from}"] if init_from is not None else
+                 [f"model.preset={s.preset}", f"tokenizer.path={self.dir / 'tokenizer'}"])
         over = [
-            "task=sft", f"model.init_from={self.done('pretrain')['path']}",
+            "task=sft", *start,
             f"sft.synthetic_tasks={s.sft_tasks}", f"sft.max_length={s.sft_max_length}", f"sft.padding={s.sft_padding}",
             f"sft.synthetic_tiers=[{','.join(s.sft_tiers)}]",
             f"sft.progressive_condition_steps={s.sft_steps // 10}", "sft.heldout_fraction=0.02",
-            f"optim.steps={s.sft_steps}", f"optim.global_batch_size={s.sft_batch}",
-            f"optim.micro_batch_size={s.sft_batch}", f"optim.lr={s.sft_lr}",
+            f"optim.steps={s.sft_steps}", f"optim.lr={s.sft_lr}",
             f"optim.warmup_steps={max(1, s.sft_steps // 20)}", "optim.weight_decay=0.0",
             "diffusion.t_sampling=stratified", f"diffusion.loss_weighting={s.sft_loss_weighting}",
             f"eval.every={max(1, s.sft_steps // 4)}",
@@ -309,7 +339,7 @@ class Demo:
             # max_new_tokens), so SFT trains exactly the canvas the evaluation and the rollouts decode on
             over += ["sft.packing=true", f"sft.max_length={s.sft_pack_length}",
                      f"sft.pack_answer_length={s.max_new_tokens}"]
-        return self._train("sft", over)
+        return over
 
     def _copy_start(self, src: Path) -> dict:
         """The ``start_from`` checkpoint as this run's SFT model: loaded (a bf16 file is upcast to the demo's fp32)
@@ -486,6 +516,13 @@ class Demo:
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "demo_checkpoint"
 """The 5M SFT checkpoint shipped with diffucoder (``start_from="shipped"``; ``--quick`` starts from it)."""
+
+
+def _train_rank(cfg: Any, allow_config_change: bool) -> Any:
+    """One process of a training stage (module level: the ranks are spawned)."""
+    from diffucoder.training import train
+
+    return train(cfg, allow_config_change=allow_config_change)
 
 
 def start_folder(start_from: str | None) -> Path | None:

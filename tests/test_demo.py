@@ -78,3 +78,22 @@ def test_setting_overrides_are_typed_and_checked():
     assert apply_overrides(FULL, ["eval_samples=0"]).eval_samples == 0
     with pytest.raises(ValueError, match="rl_tiers=.*'expert'"):
         apply_overrides(FULL, ["rl_tiers=expert"])
+
+
+def test_two_training_processes_train_the_one_process_model(tmp_path):
+    """``train_processes`` is a speed setting: the local DDP job's SFT model equals the one-process model."""
+    import torch
+
+    from diffucoder.model import DreamModel
+
+    finals = {}
+    for n in (1, 2):
+        run = tmp_path / f"p{n}"
+        summary = run_demo(run, quick=True, progress=False, stop_after="sft",
+                           **{**TINY, "train_processes": n, "threads": 1, "sft_steps": 3})
+        assert summary["sft"]["steps"] == 3 and summary["sft"]["examples"] == 12
+        rows = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+        assert [r["world_size"] for r in rows if r.get("event") == "start"] == [n]
+        finals[n] = DreamModel.from_pretrained(summary["sft"]["path"]).state_dict()
+    for k, a in finals[1].items():
+        assert torch.allclose(a, finals[2][k], atol=2e-5, rtol=1e-4), k

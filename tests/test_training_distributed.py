@@ -72,3 +72,34 @@ def test_two_processes_match_one(tmp_path, tok, extra):
     b = DreamModel.from_pretrained(tmp_path / "two" / "final").state_dict()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4), f"{k}: max diff {(a[k] - b[k]).abs().max()}"
+
+
+def _rank_value(x: int) -> tuple[int, int]:
+    from diffucoder.training.distributed import init_distributed
+
+    info = init_distributed("cpu")  # the ranks get torchrun's environment; joining the group is theirs to do
+    return (x + info.rank, info.world_size)
+
+
+def _rank_fails() -> None:
+    import os
+
+    from diffucoder.errors import InputError
+
+    from diffucoder.training.distributed import barrier, init_distributed
+
+    info = init_distributed("cpu")
+    if os.environ["RANK"] == "1":
+        raise InputError("rank 1 says no")
+    barrier(info)  # rank 0 waits here until the job is torn down
+
+
+@pytest.mark.timeout(120)
+def test_local_ranks_return_rank_zero_and_reraise_a_rank_error():
+    from diffucoder.errors import InputError
+    from diffucoder.training.distributed import run_local_ranks
+
+    assert run_local_ranks(_rank_value, (7,), 2) == (7, 2)
+    assert run_local_ranks(abs, (-3,), 1) == 3  # one process: a plain call
+    with pytest.raises(InputError, match="rank 1 says no"):
+        run_local_ranks(_rank_fails, (), 2)

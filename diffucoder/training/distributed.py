@@ -110,3 +110,68 @@ def cleanup() -> None:
 
         gc.collect()
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a local job without torchrun
+# ------------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _local_rank_main(rank: int, nprocs: int, port: int, fn, args: tuple, box: str) -> None:
+    import pickle
+    from pathlib import Path
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nprocs), LOCAL_WORLD_SIZE=str(nprocs),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        result = fn(*args)
+    except BaseException as e:  # hand the error itself to the parent (a clean project error stays one)
+        import time
+
+        try:
+            Path(box, f"error{rank}.pkl").write_bytes(pickle.dumps((time.time(), e)))
+        except Exception:
+            pass
+        raise
+    finally:
+        cleanup()
+    if rank == 0:
+        Path(box, "result.pkl").write_bytes(pickle.dumps(result))
+
+
+def run_local_ranks(fn, args: tuple, nprocs: int):
+    """Run ``fn(*args)`` as a ``nprocs``-process job on this machine (gloo on CPU), the way ``torchrun
+    --standalone --nproc_per_node=nprocs`` would, and return rank 0's result; ``nprocs == 1`` just calls it.
+
+    ``fn`` must be importable by name (the ranks are spawned, not forked: a forked copy of a process that has
+    used torch's thread pools can hang). An exception in a rank is re-raised here as itself when it can be
+    pickled (the error of the rank that failed first), else as a RuntimeError with the rank's traceback."""
+    if nprocs <= 1:
+        return fn(*args)
+    import pickle
+    import tempfile
+    from pathlib import Path
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="diffucoder-ranks-") as box:
+        try:
+            mp.start_processes(_local_rank_main, args=(nprocs, _free_port(), fn, args, box), nprocs=nprocs,
+                               join=True, start_method="spawn")
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+            errors = []
+            for f in Path(box).glob("error*.pkl"):
+                try:
+                    errors.append(pickle.loads(f.read_bytes()))
+                except Exception:
+                    pass
+            if errors:  # the first to fail: the others mostly fail because it left (a closed connection)
+                raise min(errors, key=lambda te: te[0])[1] from None
+            raise RuntimeError(f"a rank of the local {nprocs}-process job failed: {e}") from None
+        return pickle.loads(Path(box, "result.pkl").read_bytes())

@@ -464,9 +464,12 @@ def _load_optimizer_state(optimizer, objective, state: dict, info: D.DistInfo, f
 
 
 # Keys that cannot change what a run computes (where it runs, what it prints, how often it saves or
-# evaluates): they may differ between the invocations of one run. Every other key is part of the run.
+# evaluates, how a step's global batch is cut into micro-batches: every row's length, noise level and mask are
+# functions of (seed, step, position), see ``step_rows``): they may differ between the invocations of one run.
+# Every other key is part of the run.
 TRAIN_OPERATIONAL = ("run_dir", "resume", "logging.*", "runtime.threads", "runtime.device", "runtime.compile",
-                     "checkpoint.every", "checkpoint.keep_last", "optim.max_minutes", "eval.every", "eval.batch_size")
+                     "checkpoint.every", "checkpoint.keep_last", "optim.max_minutes", "optim.micro_batch_size",
+                     "eval.every", "eval.batch_size")
 # Keys a resumed run cannot take up even when a change is allowed: the checkpoint's weights and the run's saved
 # tokenizer were made with them.
 TRAIN_FIXED = ("task", "seed", "tokenizer.*", "model.preset", "model.overrides*", "model.shift_logits",
