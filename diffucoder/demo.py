@@ -81,6 +81,10 @@ class DemoSettings:
     sft_loss_weighting: Literal["elbo", "none"] = "none"
     """"elbo" (1/t-weighted masked CE, DiffuCoder's) or "none" (plain masked CE); see
     DiffusionSection.loss_weighting."""
+    sft_t_min: float = 1e-3
+    """SFT noise levels t ~ U(sft_t_min, 1) (DiffusionSection.eps; the paper's 1e-3). A higher floor masks more of
+    each answer (mean (1 + sft_t_min) / 2), so every example carries more loss-bearing tokens, and trains the
+    heavily masked canvases decoding starts from; a deviation from the reference's SFT."""
     eval_tasks_per_tier: int = 8
     eval_samples: int = 2
     """Sampled completions per task at ``eval_temperature``, for pass@k (k up to this); 0: greedy pass@1 only.
@@ -126,11 +130,12 @@ class DemoSettings:
     threads: int | None = None
     """torch CPU threads (None: torch's default; 1 helps on a machine busy with other work). With
     ``train_processes`` > 1, the threads of each training process (None: the CPUs shared out)."""
-    train_processes: int | None = None
-    """Processes of the pretraining and SFT stages (a local DDP job, gloo; None: 2 on a machine with at least
-    2 CPUs, else 1). The update is the one-process update (the global batch is split, the gradient summed), so
-    this changes the speed, not the model: on 2 cores, two one-thread ranks run the 5M model's steps faster
-    than one two-thread process (``benchmarks/sft_throughput.py --ddp``)."""
+    train_processes: int = 1
+    """Processes of the pretraining and SFT stages: above 1, a local DDP job (gloo), the global batch split over
+    the ranks. The update is the one-process update (every row's noise is a function of (seed, step, position);
+    tested), so this changes the speed, not the model. On the 2-core development machine two one-thread ranks
+    were no faster than one two-thread process (SFT 0.96x, pretraining 1.06x: ``benchmarks/train_processes.py``),
+    hence 1; it may pay on a machine with more cores."""
 
     def __post_init__(self) -> None:
         from diffucoder.errors import InputError
@@ -279,14 +284,11 @@ class Demo:
                 "seconds": r.elapsed_s, "metrics": str(self.dir / name / "metrics.jsonl")}
 
     def train_processes(self, batch: int) -> int:
-        """The training stages' process count: ``train_processes`` (None: 2 with 2+ CPUs), lowered to a
-        divisor of the global batch."""
-        import os
-
-        n = self.s.train_processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
+        """The training stages' process count: ``train_processes``, lowered to a divisor of the global batch."""
+        n = max(1, self.s.train_processes)
         while batch % n:
             n -= 1
-        return max(1, n)
+        return n
 
     def stage_pretrain(self) -> dict:
         if self.start_checkpoint() is not None:
@@ -329,6 +331,7 @@ class Demo:
             f"optim.steps={s.sft_steps}", f"optim.lr={s.sft_lr}",
             f"optim.warmup_steps={max(1, s.sft_steps // 20)}", "optim.weight_decay=0.0",
             "diffusion.t_sampling=stratified", f"diffusion.loss_weighting={s.sft_loss_weighting}",
+            f"diffusion.eps={s.sft_t_min}",
             f"eval.every={max(1, s.sft_steps // 4)}",
             "eval.num_sequences=32", f"checkpoint.every={max(1, s.sft_steps // 4)}",
             f"sft.synthetic_prompt_format={s.prompt_format}",
