@@ -97,3 +97,16 @@ def test_two_training_processes_train_the_one_process_model(tmp_path):
         finals[n] = DreamModel.from_pretrained(summary["sft"]["path"]).state_dict()
     for k, a in finals[1].items():
         assert torch.allclose(a, finals[2][k], atol=2e-5, rtol=1e-4), k
+
+
+def test_sft_noise_floor_and_process_count_reach_the_training_config(tmp_path):
+    from dataclasses import replace
+
+    from diffucoder.demo import FULL, Demo
+    from diffucoder.training import load_config
+
+    demo = Demo(tmp_path / "d", replace(FULL, sft_t_min=0.3, train_processes=3), progress=False)
+    cfg = load_config(None, demo.sft_overrides(None))
+    assert cfg.diffusion.eps == pytest.approx(0.3) and cfg.task == "sft"
+    assert demo.train_processes(16) == 2  # lowered to a divisor of the global batch
+    assert Demo(tmp_path / "e", FULL, progress=False).train_processes(16) == 1
