@@ -260,7 +260,7 @@ class Demo:
         return {"path": str(self.dir / "tokenizer"), "vocab_size": tok.vocab_size, "seconds": time.time() - t0}
 
     def _train(self, name: str, batch: int, overrides: list[str]) -> dict:
-        from diffucoder.training import load_config
+        from diffucoder.training import load_config, train
         from diffucoder.training.distributed import run_local_ranks
 
         common = [f"run_dir={self.dir / name}", f"seed={self.seed}", "runtime.device=cpu",
@@ -272,7 +272,7 @@ class Demo:
         cfg = load_config(None, common + over + overrides)
         if n > 1:
             self.log(f"[demo] {name}: {n} processes (local DDP, gloo), {batch // n} rows each a step")
-        r = run_local_ranks(_train_rank, (cfg, self.allow_config_change), n)
+        r = run_local_ranks(train, (cfg,), n, {"allow_config_change": self.allow_config_change})
         if r.stopped_by_time:
             self.log(f"[demo] warning: the {self.s.stage_minutes_cap:g}-minute stage cap stopped {name} at step "
                      f"{r.steps} of {cfg.optim.steps}: the model saw fewer examples than the recipe asks for, so "
@@ -519,13 +519,6 @@ class Demo:
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "demo_checkpoint"
 """The 5M SFT checkpoint shipped with diffucoder (``start_from="shipped"``; ``--quick`` starts from it)."""
-
-
-def _train_rank(cfg: Any, allow_config_change: bool) -> Any:
-    """One process of a training stage (module level: the ranks are spawned)."""
-    from diffucoder.training import train
-
-    return train(cfg, allow_config_change=allow_config_change)
 
 
 def start_folder(start_from: str | None) -> Path | None:

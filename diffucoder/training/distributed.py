@@ -123,14 +123,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _local_rank_main(rank: int, nprocs: int, port: int, fn, args: tuple, box: str) -> None:
+def _local_rank_main(rank: int, nprocs: int, port: int, fn, args: tuple, kwargs: dict, box: str) -> None:
     import pickle
     from pathlib import Path
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nprocs), LOCAL_WORLD_SIZE=str(nprocs),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
-        result = fn(*args)
+        result = fn(*args, **kwargs)
     except BaseException as e:  # hand the error itself to the parent (a clean project error stays one)
         import time
 
@@ -145,15 +145,16 @@ def _local_rank_main(rank: int, nprocs: int, port: int, fn, args: tuple, box: st
         Path(box, "result.pkl").write_bytes(pickle.dumps(result))
 
 
-def run_local_ranks(fn, args: tuple, nprocs: int):
-    """Run ``fn(*args)`` as a ``nprocs``-process job on this machine (gloo on CPU), the way ``torchrun
+def run_local_ranks(fn, args: tuple, nprocs: int, kwargs: dict | None = None):
+    """Run ``fn(*args, **kwargs)`` as a ``nprocs``-process job on this machine (gloo on CPU), the way ``torchrun
     --standalone --nproc_per_node=nprocs`` would, and return rank 0's result; ``nprocs == 1`` just calls it.
 
     ``fn`` must be importable by name (the ranks are spawned, not forked: a forked copy of a process that has
     used torch's thread pools can hang). An exception in a rank is re-raised here as itself when it can be
     pickled (the error of the rank that failed first), else as a RuntimeError with the rank's traceback."""
+    kwargs = kwargs or {}
     if nprocs <= 1:
-        return fn(*args)
+        return fn(*args, **kwargs)
     import pickle
     import tempfile
     from pathlib import Path
@@ -162,7 +163,7 @@ def run_local_ranks(fn, args: tuple, nprocs: int):
 
     with tempfile.TemporaryDirectory(prefix="diffucoder-ranks-") as box:
         try:
-            mp.start_processes(_local_rank_main, args=(nprocs, _free_port(), fn, args, box), nprocs=nprocs,
+            mp.start_processes(_local_rank_main, args=(nprocs, _free_port(), fn, args, kwargs, box), nprocs=nprocs,
                                join=True, start_method="spawn")
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
             errors = []
