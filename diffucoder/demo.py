@@ -62,6 +62,9 @@ class DemoSettings:
     """Tiers of the SFT tasks, round-robin (repeat one to weight it). Easy only by default: at this budget the
     easy tasks alone teach copying constants and argument names from the prompt, and mixing in the other tiers
     slows that down (benchmarks/copy_probe.py; README)."""
+    sft_tier_batches: bool = True
+    """Draw every SFT batch from one tier (sft.batch_groups=source): with flexible padding, a batch of easy tasks
+    is then not padded to a longer medium row. No effect with one tier."""
     sft_padding: Literal["fixed", "flexible"] = "flexible"
     """SFT row padding (sft.padding): "flexible" pads to the batch's longest row (fewer pad targets, about a
     third less compute per step than fixed 160-token rows); "fixed" is DiffuCoder's."""
@@ -327,6 +330,7 @@ class Demo:
             "task=sft", *start,
             f"sft.synthetic_tasks={s.sft_tasks}", f"sft.max_length={s.sft_max_length}", f"sft.padding={s.sft_padding}",
             f"sft.synthetic_tiers=[{','.join(s.sft_tiers)}]",
+            f"sft.batch_groups={'source' if s.sft_tier_batches and not s.sft_packing else 'none'}",
             f"sft.progressive_condition_steps={s.sft_steps // 10}", "sft.heldout_fraction=0.02",
             f"optim.steps={s.sft_steps}", f"optim.lr={s.sft_lr}",
             f"optim.warmup_steps={max(1, s.sft_steps // 20)}", "optim.weight_decay=0.0",

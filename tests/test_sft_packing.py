@@ -239,7 +239,7 @@ def test_packed_sft_trains_counts_examples_and_splits_micro_batches_exactly(tmp_
     from diffucoder.tokenizer import load_tokenizer
     from diffucoder.training.loop import _synthetic_records
 
-    exs = encode_examples(_synthetic_records(60, 0, ["easy"]), load_tokenizer(tokenizer_dir))
+    exs = encode_examples([r for _, r in _synthetic_records(60, 0, ["easy"])], load_tokenizer(tokenizer_dir))
     assert start["data/pack_answer_length"] == 1 + max(len(e.answer_ids) for e in exs)
     # a 256-token row holds several ~50-token examples: more examples than rows per step
     assert a.examples_seen > 3 * 4 and a.examples_seen == [r for r in rows if "loss" in r][-1]["examples_seen"]
@@ -284,7 +284,7 @@ def test_short_prompt_format_is_the_question_alone_and_is_wired_through_sft(toke
     assert to_sft_record(tasks[0], prompt_format="short")["messages"][0]["content"] == tasks[0].question
     with pytest.raises(ValueError, match="prompt_format"):
         build_prompt(tasks[0], "tiny")
-    recs = _synthetic_records(4, 0, ["easy"], "short")
+    recs = [r for _, r in _synthetic_records(4, 0, ["easy"], "short")]
     assert all(PROMPT_INSTRUCTION not in r.prompt_messages[0]["content"] for r in recs)
     # the benchmark's breakdown attributes every prompt token to one part
     tok = load_tokenizer(tokenizer_dir)

@@ -145,6 +145,44 @@ def test_batch_order_is_a_permutation_per_epoch():
     assert order.indices(0) != BatchOrder(10, 4, seed=4).indices(0)
 
 
+def test_grouped_batch_order_draws_each_batch_from_one_group():
+    groups = ["easy"] * 30 + ["medium"] * 9
+    order = BatchOrder(39, 4, seed=3, groups=groups)
+    assert order.batches_per_epoch == 8 + 3  # ceil(30 / 4) + ceil(9 / 4)
+    epoch = [order.indices(s) for s in range(order.batches_per_epoch)]
+    assert all(len(b) == 4 and len({groups[i] for i in b}) == 1 for b in epoch)
+    assert set(i for b in epoch for i in b) == set(range(39))  # every row once an epoch (plus the fill-ups)
+    assert sum(groups[b[0]] == "medium" for b in epoch) == 3
+    again = BatchOrder(39, 4, seed=3, groups=groups)
+    assert [again.indices(s) for s in range(20)] == [order.indices(s) for s in range(20)]  # a resume's batches
+    assert order.indices(order.batches_per_epoch) != epoch[0]  # a new shuffle the next epoch
+    assert order.epoch(order.batches_per_epoch) == 1.0
+    # one group is the plain order
+    assert BatchOrder(10, 4, 3, groups=["a"] * 10).indices(2) == BatchOrder(10, 4, 3).indices(2)
+    with pytest.raises(ValueError, match="3 group labels for 10 rows"):
+        BatchOrder(10, 4, 3, groups=["a", "b", "c"])
+
+
+def test_sft_batch_groups_by_tier_in_the_loop(tmp_path, tokenizer_dir):
+    from diffucoder.tokenizer import load_tokenizer
+    from diffucoder.training import distributed as D
+    from diffucoder.training.loop import build_data
+
+    cfg = cfg_for(tmp_path, tokenizer_dir, "task=sft", "sft.synthetic_tasks=40", "sft.synthetic_tiers=[easy,medium]",
+                  "sft.max_length=400", "sft.batch_groups=source", "sft.heldout_fraction=0.1")
+    (tmp_path / "run").mkdir()
+    data = build_data(cfg, load_tokenizer(tokenizer_dir), tmp_path / "run", D.DistInfo(0, 1, 0, 1, torch.device("cpu")))
+    assert set(data.train_sources) == {"synthetic:easy", "synthetic:medium"}
+    assert data.description["train_sources"]["synthetic:easy"] == data.train_sources.count("synthetic:easy")
+    res = train(cfg_for(tmp_path, tokenizer_dir, "task=sft", "sft.synthetic_tasks=40", "optim.steps=2",
+                        "sft.synthetic_tiers=[easy,medium]", "sft.max_length=400", "sft.batch_groups=source",
+                        "sft.padding=flexible"))
+    assert res.steps == 2
+    with pytest.raises(ConfigError, match="sft.batch_groups=source needs unpacked rows"):
+        cfg_for(tmp_path, tokenizer_dir, "task=sft", "sft.synthetic_tasks=4", "sft.batch_groups=source",
+                "sft.packing=true")
+
+
 def test_lr_schedule_warmup_then_cosine():
     f = lr_lambda(warmup_steps=4, total_steps=14, min_lr_ratio=0.1)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
@@ -237,7 +275,7 @@ def test_sft_synthetic_tiers_weight_the_task_mix():
     from diffucoder.training.loop import _synthetic_records
 
     easy = _synthetic_records(6, 0, ["easy"])
-    assert easy == [parse_record(to_sft_record(t)) for t in generate_tasks(6, "train", 0, ("easy",))]
+    assert easy == [("easy", parse_record(to_sft_record(t))) for t in generate_tasks(6, "train", 0, ("easy",))]
     weighted = generate_tasks(8, "train", 0, ("easy", "easy", "hard"))
     assert [t.tier for t in weighted].count("easy") >= 5
     with pytest.raises(ConfigError, match="unknown tier.*'expert'"):

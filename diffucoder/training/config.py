@@ -127,6 +127,12 @@ class SFTSection:
     """User message of the synthetic tasks (diffucoder.tasks.formats.PROMPT_FORMATS): "default" is the question
     and a format instruction; "short" the question alone (14 fewer tokens with the demo's tokenizer; pair it
     with ``system_prompt: null`` for 30 fewer). Evaluate such a model with prompts in the same format."""
+    batch_groups: Literal["none", "source"] = "none"
+    """"source": every global batch is drawn from one source of examples (one ``files`` entry, the inline
+    records, or one tier of the synthetic tasks), each source taking its share of the steps (training.data.
+    BatchOrder). With flexible padding this keeps one long example from padding a batch of short ones (mixing
+    10% medium-tier tasks into easy ones padded most easy batches to a medium row). "none": one shuffle of all the
+    examples (the reference's). Unpacked rows only."""
     progressive_condition_steps: int = 0
     """Introduce the conditional mask progressively: at step s a row keeps its prompt clean with probability
     min(1, s / N), otherwise the whole row is noised like pretraining. 0: the prompt is never masked."""
@@ -317,6 +323,10 @@ class TrainConfig:
              "sft.synthetic_tasks")
         need(self.sft.progressive_condition_steps >= 0, f"sft.progressive_condition_steps must be >= 0, got "
              f"{self.sft.progressive_condition_steps}", "sft.progressive_condition_steps")
+        need(self.sft.batch_groups in ("none", "source"), f"sft.batch_groups must be 'none' or 'source', got "
+             f"{self.sft.batch_groups!r}", "sft.batch_groups")
+        need(self.sft.batch_groups == "none" or not self.sft.packing, "sft.batch_groups=source needs unpacked rows "
+             "(sft.packing=false)", "sft.batch_groups", "sft.packing")
         need(self.sft.pack_answer_length is None or self.sft.pack_answer_length >= 0,
              f"sft.pack_answer_length must be >= 0, got {self.sft.pack_answer_length}", "sft.pack_answer_length")
         need(self.data.separator in ("eos", "none"), f"data.separator must be 'eos' or 'none', got "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, Sequence
 
 import torch
 
@@ -131,24 +131,54 @@ class PackedSFTRows:
 
 
 class BatchOrder:
-    """Which dataset rows form the global batch of each step: one seeded permutation per epoch."""
+    """Which dataset rows form the global batch of each step: one seeded permutation per epoch.
 
-    def __init__(self, n: int, global_batch: int, seed: int) -> None:
+    With ``groups`` (a label per row, e.g. the SFT source: a file or a synthetic tier), every global batch is drawn
+    from one group: each epoch permutes each group's rows, cuts them into batches (a group's last batch is filled
+    up from the start of its permutation) and shuffles all the groups' batches together, so a group's share of the
+    steps is its share of the rows. Rows of one source have similar lengths, so a batch padded to its longest row
+    wastes less (one long medium-tier row no longer pads fifteen short easy ones)."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, groups: Sequence[Any] | None = None) -> None:
         self.n, self.global_batch, self.seed = n, global_batch, seed
-        self._cache: dict[int, torch.Tensor] = {}
+        self._cache: dict[int, Any] = {}
+        self.groups: list[list[int]] | None = None
+        if groups is not None:
+            if len(groups) != n:
+                raise ValueError(f"BatchOrder: {len(groups)} group labels for {n} rows")
+            by: dict[str, list[int]] = {}
+            for i, g in enumerate(groups):
+                by.setdefault(str(g), []).append(i)
+            if len(by) > 1:  # one group is the ungrouped order (same batches as without labels)
+                self.groups = [by[k] for k in sorted(by)]
+                self.batches_per_epoch = sum(-(-len(rows) // global_batch) for rows in self.groups)
 
-    def _perm(self, epoch: int) -> torch.Tensor:
+    def _perm(self, epoch: int) -> Any:
         if epoch not in self._cache:
-            self._cache = {epoch: torch.randperm(self.n, generator=generator(self.seed, "data-order", epoch))}
+            if self.groups is None:
+                self._cache = {epoch: torch.randperm(self.n, generator=generator(self.seed, "data-order", epoch))}
+            else:
+                batches = []
+                for gi, rows in enumerate(self.groups):
+                    perm = torch.randperm(len(rows), generator=generator(self.seed, "data-order", epoch, gi)).tolist()
+                    k = -(-len(rows) // self.global_batch)
+                    cyc = [rows[perm[j % len(rows)]] for j in range(k * self.global_batch)]
+                    batches += [cyc[b * self.global_batch:(b + 1) * self.global_batch] for b in range(k)]
+                order = torch.randperm(len(batches), generator=generator(self.seed, "group-batch-order", epoch))
+                self._cache = {epoch: [batches[int(j)] for j in order]}
         return self._cache[epoch]
 
     def indices(self, step: int) -> list[int]:
+        if self.groups is not None:
+            return list(self._perm(step // self.batches_per_epoch)[step % self.batches_per_epoch])
         out = []
         for k in range(step * self.global_batch, (step + 1) * self.global_batch):
             out.append(int(self._perm(k // self.n)[k % self.n]))
         return out
 
     def epoch(self, step: int) -> float:
+        if self.groups is not None:
+            return step / self.batches_per_epoch
         return step * self.global_batch / self.n
 
 

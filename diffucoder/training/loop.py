@@ -89,6 +89,7 @@ class Data:
     heldout: RowDataset | None
     vocab_log_probs: torch.Tensor | None  # unigram log-probs from the training rows (V,)
     description: dict[str, Any]
+    train_sources: list[str] | None = None  # SFT: the source of each training row (sft.batch_groups)
 
 
 def build_tokenizer(cfg: TrainConfig, run_dir: Path, info: D.DistInfo, texts_for_training: Any = None):
@@ -192,7 +193,8 @@ def build_data(cfg: TrainConfig, tok, run_dir: Path, info: D.DistInfo, extra_tex
     if isinstance(train, PackedSFTRows):
         description.update(packed_rows=len(train), pack_fill=round(train.fill(), 4),
                            examples_per_row=round(len(train.examples) / len(train), 3))
-    return Data(train, held, unigram_log_probs(flat, vocab), description)
+    sources = payload.get("train_sources") if cfg.task == "sft" else None
+    return Data(train, held, unigram_log_probs(flat, vocab), description, sources)
 
 
 def _build_text_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_records: Sequence[Any]) -> dict:
@@ -221,18 +223,23 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
 
     from diffucoder.errors import DiffucoderError, InputError
 
-    records = []
+    records, sources = [], []
     for f in cfg.sft.files:
         try:
-            records.extend(read_sft_jsonl(f))
+            got = read_sft_jsonl(f)
         except ValueError as e:  # a malformed row: the reader names the file and line
             if isinstance(e, DiffucoderError):
                 raise
             raise InputError(str(e)) from None
+        records.extend(got)
+        sources += [f"file:{f}"] * len(got)
     records.extend(parse_record(r, f"sft_records[{i}]") for i, r in enumerate(sft_records))
+    sources += ["records"] * len(sft_records)
     if cfg.sft.synthetic_tasks > 0:
-        records.extend(_synthetic_records(cfg.sft.synthetic_tasks, cfg.seed, cfg.sft.synthetic_tiers,
-                                          cfg.sft.synthetic_prompt_format))
+        for tier, rec in _synthetic_records(cfg.sft.synthetic_tasks, cfg.seed, cfg.sft.synthetic_tiers,
+                                            cfg.sft.synthetic_prompt_format):
+            records.append(rec)
+            sources.append(f"synthetic:{tier}")
     if not records:
         raise ConfigError("task 'sft' has no examples: set sft.files or sft.synthetic_tasks (or pass sft_records)")
     examples = encode_examples(records, tok, system_prompt=cfg.sft.system_prompt)
@@ -241,27 +248,32 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
         answer_length = cfg.sft.pack_answer_length
         if answer_length is None:  # the longest answer (of those that fit at all) plus one pad target
             answer_length = 1 + max((len(e.answer_ids) for e in examples if fits(e, cfg.sft.max_length)), default=0)
-    kept = [(r, e) for r, e in zip(records, examples) if fits(e, cfg.sft.max_length, answer_length)]
+    kept = [(r, e, src) for r, e, src in zip(records, examples, sources) if fits(e, cfg.sft.max_length, answer_length)]
     dropped = len(examples) - len(kept)
     if not kept:
         raise ConfigError(f"none of the {len(examples)} SFT examples fits sft.max_length={cfg.sft.max_length} "
                           f"(prompt + answer + one pad token); raise it", ["sft.max_length"])
-    train, held = [], []
-    for r, e in kept:
+    train, held, train_sources, held_sources = [], [], [], []
+    for r, e, src in kept:
         key = json.dumps([r.prompt_messages, r.answer])
-        (held if is_heldout(key, cfg.sft.heldout_fraction) else train).append((e.prompt_ids, e.answer_ids))
+        out, out_src = (held, held_sources) if is_heldout(key, cfg.sft.heldout_fraction) else (train, train_sources)
+        out.append((e.prompt_ids, e.answer_ids))
+        out_src.append(src)
     if not train:
-        train, held = held, []
+        train, held, train_sources = held, [], held_sources
     desc = {"examples": len(records), "dropped_too_long": dropped, "train_examples": len(train),
             "heldout_examples": len(held), "max_length": cfg.sft.max_length, "padding": cfg.sft.padding}
     if cfg.sft.packing:
         desc["pack_answer_length"] = answer_length
-    return {"train": train, "heldout": held, "description": desc, "answer_length": answer_length}
+    if cfg.sft.batch_groups == "source":
+        desc["train_sources"] = {k: train_sources.count(k) for k in sorted(set(train_sources))}
+    return {"train": train, "heldout": held, "description": desc, "answer_length": answer_length,
+            "train_sources": train_sources}
 
 
 def _synthetic_records(n: int, seed: int, tiers: Sequence[str], prompt_format: str = "default") -> list:
-    """``n`` synthetic programming tasks of ``tiers`` (round-robin) as SFT records (diffucoder.tasks: generate +
-    to_sft_record), the user message in ``prompt_format``."""
+    """``n`` synthetic programming tasks of ``tiers`` (round-robin) as (tier, SFT record) pairs (diffucoder.tasks:
+    generate + to_sft_record), the user message in ``prompt_format``."""
     from diffucoder.data.sft import parse_record
 
     try:
@@ -276,7 +288,7 @@ def _synthetic_records(n: int, seed: int, tiers: Sequence[str], prompt_format: s
         tiers = tasks.check_tiers(tiers)
     except ValueError as e:
         raise ConfigError(f"sft.synthetic_tiers: {e}") from None
-    return [parse_record(to_rec(t, prompt_format=prompt_format), f"synthetic task {i}")
+    return [(t.tier, parse_record(to_rec(t, prompt_format=prompt_format), f"synthetic task {i}"))
             for i, t in enumerate(gen(n, "train", seed, tiers))]
 
 
@@ -613,7 +625,8 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
 
     o = cfg.optim
     per_rank = o.global_batch_size // info.world_size
-    order = BatchOrder(len(data.train), o.global_batch_size, cfg.seed)
+    order = BatchOrder(len(data.train), o.global_batch_size, cfg.seed,
+                       groups=data.train_sources if cfg.task == "sft" and cfg.sft.batch_groups == "source" else None)
     use_bf16 = cfg.runtime.precision == "bf16"
 
     def autocast():
