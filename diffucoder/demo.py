@@ -172,7 +172,8 @@ class DemoSettings:
 QUICK = DemoSettings(start_from="shipped", eval_tasks_per_tier=40)
 FULL = DemoSettings(
     vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
-    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=3600, sft_batch=16, sft_tasks=25000,
+    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=3000, sft_batch=16, sft_tasks=25000,
+    sft_lr=1e-3, prompt_format="short", system_prompt=None,
     eval_tasks_per_tier=100, eval_samples=2, eval_steps=32, analysis_prompts=8,
     analysis_temperatures=(0.2, 0.6, 1.0, 1.2), rl_steps=16, rl_prompts_per_step=2, rl_num_generations=4,
     stage_minutes_cap=60.0,
