@@ -110,3 +110,21 @@ def test_sft_noise_floor_and_process_count_reach_the_training_config(tmp_path):
     assert cfg.diffusion.eps == pytest.approx(0.3) and cfg.task == "sft"
     assert demo.train_processes(16) == 2  # lowered to a divisor of the global batch
     assert Demo(tmp_path / "e", FULL, progress=False).train_processes(16) == 1
+
+
+def test_default_sft_recipe_reaches_the_training_config(tmp_path):
+    """The default SFT (lr 1e-3, short prompts without the system turn) and tier batches reach the training
+    config; tier batches are off for packed rows (the loop refuses the pair)."""
+    from dataclasses import replace
+
+    from diffucoder.demo import FULL, Demo
+    from diffucoder.training import load_config
+
+    cfg = load_config(None, Demo(tmp_path / "d", FULL, progress=False).sft_overrides(None))
+    assert cfg.optim.lr == pytest.approx(1e-3) and cfg.optim.steps == FULL.sft_steps
+    assert (cfg.sft.synthetic_prompt_format, cfg.sft.system_prompt) == ("short", None)
+    assert cfg.sft.batch_groups == "source"
+    packed = load_config(None, Demo(tmp_path / "e", replace(FULL, sft_packing=True), progress=False).sft_overrides(None))
+    assert packed.sft.batch_groups == "none" and packed.sft.packing
+    plain = replace(FULL, sft_tier_batches=False)
+    assert load_config(None, Demo(tmp_path / "f", plain, progress=False).sft_overrides(None)).sft.batch_groups == "none"
