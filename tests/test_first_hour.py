@@ -338,13 +338,23 @@ def test_sigint_during_training_keeps_a_resumable_checkpoint(tmp_path, train_yam
     from diffucoder.training.checkpoint import latest_checkpoint, load_checkpoint
 
     run = tmp_path / "run"
+    # the child gets SIGINT's default disposition even if this process inherited it ignored (a background job of
+    # a non-interactive shell); Python turns an ignored SIGINT into no KeyboardInterrupt at all
     p = subprocess.Popen([sys.executable, "-m", "diffucoder.cli.main", "train", str(train_yaml), "optim.steps=100000"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None and not list((run / "checkpoints").glob("step_*")):
         time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+    try:
+        _, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{p.pid}/status")
+        ignored = [line for line in status.read_text().splitlines() if line.startswith("SigIgn")] if status.exists() else []
+        p.kill()
+        _, err = p.communicate()
+        pytest.fail(f"train did not stop within 120 s of SIGINT ({ignored}); stderr: {err[-2000:]}")
     assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
     assert load_checkpoint(latest_checkpoint(run)).step >= 1
 
