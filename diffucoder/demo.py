@@ -64,7 +64,8 @@ class DemoSettings:
     slows that down (benchmarks/copy_probe.py; README)."""
     sft_tier_batches: bool = True
     """Draw every SFT batch from one tier (sft.batch_groups=source): with flexible padding, a batch of easy tasks
-    is then not padded to a longer medium row. No effect with one tier."""
+    is then not padded to a longer medium row. No effect with one tier, nor with ``sft_packing`` (packed rows mix
+    examples by design, and the training config refuses the pair)."""
     sft_padding: Literal["fixed", "flexible"] = "flexible"
     """SFT row padding (sft.padding): "flexible" pads to the batch's longest row (fewer pad targets, about a
     third less compute per step than fixed 160-token rows); "fixed" is DiffuCoder's."""

@@ -323,8 +323,6 @@ class TrainConfig:
              "sft.synthetic_tasks")
         need(self.sft.progressive_condition_steps >= 0, f"sft.progressive_condition_steps must be >= 0, got "
              f"{self.sft.progressive_condition_steps}", "sft.progressive_condition_steps")
-        need(self.sft.batch_groups in ("none", "source"), f"sft.batch_groups must be 'none' or 'source', got "
-             f"{self.sft.batch_groups!r}", "sft.batch_groups")
         need(self.sft.batch_groups == "none" or not self.sft.packing, "sft.batch_groups=source needs unpacked rows "
              "(sft.packing=false)", "sft.batch_groups", "sft.packing")
         need(self.sft.pack_answer_length is None or self.sft.pack_answer_length >= 0,

@@ -142,7 +142,7 @@ class BatchOrder:
     def __init__(self, n: int, global_batch: int, seed: int, groups: Sequence[Any] | None = None) -> None:
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self._cache: dict[int, Any] = {}
-        self.groups: list[list[int]] | None = None
+        self.groups: list[list[int]] | None = None  # row indices of each group (None: ungrouped)
         if groups is not None:
             if len(groups) != n:
                 raise ValueError(f"BatchOrder: {len(groups)} group labels for {n} rows")
@@ -154,19 +154,21 @@ class BatchOrder:
                 self.batches_per_epoch = sum(-(-len(rows) // global_batch) for rows in self.groups)
 
     def _perm(self, epoch: int) -> Any:
+        """The epoch's order: a permutation of the rows, or (grouped) its list of batches."""
         if epoch not in self._cache:
-            if self.groups is None:
-                self._cache = {epoch: torch.randperm(self.n, generator=generator(self.seed, "data-order", epoch))}
-            else:
-                batches = []
-                for gi, rows in enumerate(self.groups):
-                    perm = torch.randperm(len(rows), generator=generator(self.seed, "data-order", epoch, gi)).tolist()
-                    k = -(-len(rows) // self.global_batch)
-                    cyc = [rows[perm[j % len(rows)]] for j in range(k * self.global_batch)]
-                    batches += [cyc[b * self.global_batch:(b + 1) * self.global_batch] for b in range(k)]
-                order = torch.randperm(len(batches), generator=generator(self.seed, "group-batch-order", epoch))
-                self._cache = {epoch: [batches[int(j)] for j in order]}
+            self._cache = {epoch: torch.randperm(self.n, generator=generator(self.seed, "data-order", epoch))
+                           if self.groups is None else self._group_batches(epoch)}
         return self._cache[epoch]
+
+    def _group_batches(self, epoch: int) -> list[list[int]]:
+        b = self.global_batch
+        batches = []
+        for gi, rows in enumerate(self.groups or []):
+            perm = torch.randperm(len(rows), generator=generator(self.seed, "data-order", epoch, gi)).tolist()
+            cyc = [rows[perm[j % len(rows)]] for j in range(-(-len(rows) // b) * b)]  # last batch filled cyclically
+            batches += [cyc[s:s + b] for s in range(0, len(cyc), b)]
+        order = torch.randperm(len(batches), generator=generator(self.seed, "group-batch-order", epoch))
+        return [batches[int(j)] for j in order]
 
     def indices(self, step: int) -> list[int]:
         if self.groups is not None:

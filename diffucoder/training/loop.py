@@ -18,6 +18,7 @@ and checkpoints count ``examples_seen`` as well as tokens.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -266,7 +267,7 @@ def _build_sft_payload(cfg: TrainConfig, tok, extra_texts: Sequence[str], sft_re
     if cfg.sft.packing:
         desc["pack_answer_length"] = answer_length
     if cfg.sft.batch_groups == "source":
-        desc["train_sources"] = {k: train_sources.count(k) for k in sorted(set(train_sources))}
+        desc["train_sources"] = dict(sorted(collections.Counter(train_sources).items()))
     return {"train": train, "heldout": held, "description": desc, "answer_length": answer_length,
             "train_sources": train_sources}
 
@@ -626,7 +627,7 @@ def train(config: TrainConfig, *, tokenizer: Any = None, extra_texts: Sequence[s
     o = cfg.optim
     per_rank = o.global_batch_size // info.world_size
     order = BatchOrder(len(data.train), o.global_batch_size, cfg.seed,
-                       groups=data.train_sources if cfg.task == "sft" and cfg.sft.batch_groups == "source" else None)
+                       groups=data.train_sources if cfg.sft.batch_groups == "source" else None)
     use_bf16 = cfg.runtime.precision == "bf16"
 
     def autocast():
