@@ -30,10 +30,13 @@ class ConfigError(InputError):
     """A config.json that cannot describe a Dream model."""
 
 
-# Small shapes for CPU work (DreamConfig.preset): "tiny" (~0.2M + embeddings, for tests), "5m", "20m".
+# Small shapes for CPU work (DreamConfig.preset): "tiny" (~0.2M + embeddings, for tests), "4m" (the demo's: the
+# "5m" shape with 4 layers instead of 6), "5m", "20m".
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2),
+    "4m": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+               num_key_value_heads=4),
     "5m": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
                num_key_value_heads=4),
     "20m": dict(hidden_size=448, intermediate_size=1216, num_hidden_layers=8, num_attention_heads=8,
@@ -223,7 +226,7 @@ class DreamConfig:
     @classmethod
     def preset(cls, name: str, vocab_size: int | None = None, tokenizer: Any = None,
                **overrides: Any) -> "DreamConfig":
-        """Small shapes for CPU work. ``name``: "tiny" (~0.2M + embeddings, for tests), "5m", "20m".
+        """Small shapes for CPU work. ``name``: "tiny" (~0.2M + embeddings, for tests), "4m", "5m", "20m".
 
         Give ``tokenizer`` (a DiffuTokenizer) to take the vocabulary size and the mask / eos / pad / bos ids
         from it by name; otherwise give ``vocab_size`` (and ids as overrides)."""

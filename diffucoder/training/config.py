@@ -36,7 +36,7 @@ class ModelSection:
     """What model to train."""
 
     preset: str = "tiny"
-    """Shape of a model trained from scratch: "tiny" (tests), "5m", "20m" (DreamConfig.preset); ignored with
+    """Shape of a model trained from scratch: "tiny" (tests), "4m", "5m", "20m" (DreamConfig.preset); ignored with
     ``init_from``."""
     init_from: str | None = None
     """Folder to start from: a Dream/DiffuCoder checkpoint (continued training, SFT) or a Qwen2 causal-LM
