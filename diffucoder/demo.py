@@ -3,7 +3,8 @@
 From nothing but the running Python and the synthetic task generator:
 
 1. ``tokenizer``  train a byte-level BPE on the standard-library sources plus synthetic task texts (train split);
-2. ``pretrain``   masked-diffusion pretraining of a small Dream model on the stdlib corpus + synthetic solutions;
+2. ``pretrain``   masked-diffusion pretraining of a small Dream model on the stdlib corpus + synthetic solutions
+                  (not in the default recipe: ``pretrain_steps=0``, SFT from a fresh model learned faster);
 3. ``sft``        supervised fine-tuning on chat-formatted synthetic tasks (prompt kept clean, pad learned);
 4. ``eval_sft``   pass@1 / pass@k per difficulty tier on held-out tasks (combinations never seen in training),
                   sandboxed execution of every sample;
@@ -13,7 +14,7 @@ From nothing but the running Python and the synthetic task generator:
 
 Every stage writes ``stages/<name>.json`` when it finishes; an interrupted demo resumes from the last finished
 stage (and the training stages themselves resume from their last checkpoint). ``--quick`` is sized for about
-3 minutes on 2 CPU cores, the default for about 37 (SFT is 25 of them).
+2 minutes on 2 CPU cores, the default for about 20 (SFT is 15 of them); docs/demo-recipe.md says how.
 
     from diffucoder.demo import run_demo
     summary = run_demo("runs/demo", quick=True)
@@ -43,8 +44,10 @@ class DemoSettings:
     tokenizer_stdlib_files: int = 300
     """Standard-library files (sorted order) in the tokenizer's training texts."""
     preset: str = "5m"
-    """Model shape (DreamConfig.preset)."""
+    """Model shape (DreamConfig.preset). The default run uses "4m" (the 5m shape with 4 layers, 1.4x cheaper a
+    step): trained from scratch it learns the easy tier at least as fast per step as 5m (docs/demo-recipe.md)."""
     pretrain_steps: int = 80
+    """Masked-diffusion pretraining steps; 0: no pretraining stage (SFT starts from a freshly initialised model)."""
     pretrain_batch: int = 16
     pretrain_seq_len: int = 128
     pretrain_lr: float = 2e-3
@@ -59,9 +62,9 @@ class DemoSettings:
     sft_tasks: int = 4000
     sft_max_length: int = 160
     sft_tiers: tuple[str, ...] = ("easy",)
-    """Tiers of the SFT tasks, round-robin (repeat one to weight it). Easy only by default: at this budget the
-    easy tasks alone teach copying constants and argument names from the prompt, and mixing in the other tiers
-    slows that down (benchmarks/copy_probe.py; README)."""
+    """Tiers of the SFT tasks, round-robin (repeat one to weight it). The default run uses four easy to one
+    medium: from a fresh 4m model and 2,000 steps that solves 55% of the held-out easy tasks and 5% of the medium
+    ones, easy only 59% and 0% (docs/demo-recipe.md)."""
     sft_tier_batches: bool = True
     """Draw every SFT batch from one tier (sft.batch_groups=source): with flexible padding, a batch of easy tasks
     is then not padded to a longer medium row. No effect with one tier, nor with ``sft_packing`` (packed rows mix
@@ -82,7 +85,7 @@ class DemoSettings:
     """System turn of every chat prompt (None: no system turn; with "short" prompts about 30 fewer tokens an
     example than the default format, so SFT sees ~1.7x the examples a second)."""
     sft_lr: float = 2e-3
-    """Peak SFT learning rate. The default run uses 1e-3: from one pretrained model and 38,400 examples, 1e-3
+    """Peak SFT learning rate. The default run uses 1e-3: from one pretrained 5m model and 38,400 examples, 1e-3
     solved 49% of the held-out easy tasks and 2e-3 14%; 4e-3 stalls and 5e-4 learns slower (docs/demo-recipe.md)."""
     sft_loss_weighting: Literal["elbo", "none"] = "none"
     """"elbo" (1/t-weighted masked CE, DiffuCoder's) or "none" (plain masked CE); see
@@ -151,7 +154,7 @@ class DemoSettings:
                 check_tiers(getattr(self, name))
             except ValueError as e:
                 raise InputError(f"{name}={getattr(self, name)!r}: {e}") from None
-        at_least_zero = {"eval_samples"}
+        at_least_zero = {"eval_samples", "pretrain_steps"}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -174,9 +177,12 @@ class DemoSettings:
 
 QUICK = DemoSettings(start_from="shipped", eval_tasks_per_tier=40)
 FULL = DemoSettings(
-    vocab_size=4096, tokenizer_stdlib_files=734, pretrain_steps=600, pretrain_batch=16, pretrain_seq_len=128,
-    pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=3000, sft_batch=16, sft_tasks=25000,
-    sft_lr=1e-3, prompt_format="short", system_prompt=None,
+    # no pretraining stage; wave 4's default was --set preset=5m --set pretrain_steps=600 --set sft_steps=3000
+    # --set sft_tiers=easy
+    vocab_size=4096, tokenizer_stdlib_files=734, preset="4m", pretrain_steps=0, pretrain_batch=16,
+    pretrain_seq_len=128, pretrain_stdlib_files=100, synthetic_solutions=20000, sft_steps=2000, sft_batch=16,
+    sft_tasks=25000, sft_tiers=("easy", "easy", "easy", "easy", "medium"), sft_lr=1e-3, prompt_format="short",
+    system_prompt=None,
     eval_tasks_per_tier=100, eval_samples=2, eval_steps=32, analysis_prompts=8,
     analysis_temperatures=(0.2, 0.6, 1.0, 1.2), rl_steps=16, rl_prompts_per_step=2, rl_num_generations=4,
     stage_minutes_cap=60.0,
@@ -300,6 +306,9 @@ class Demo:
     def stage_pretrain(self) -> dict:
         if self.start_checkpoint() is not None:
             return self._skipped_training("pretrain")
+        if self.s.pretrain_steps == 0:
+            return {"skipped": True, "reason": "the recipe has no pretraining (pretrain_steps=0): SFT starts from "
+                                               f"a freshly initialised {self.s.preset} model"}
         return self._train("pretrain", self.s.pretrain_batch, self.pretrain_overrides())
 
     def pretrain_overrides(self) -> list[str]:
@@ -322,11 +331,12 @@ class Demo:
         src = self.start_checkpoint()
         if src is not None:
             return self._copy_start(src)
-        return self._train("sft", self.s.sft_batch, self.sft_overrides(self.done("pretrain")["path"]))
+        pretrained = self.done("pretrain") or {}
+        return self._train("sft", self.s.sft_batch, self.sft_overrides(pretrained.get("path")))
 
     def sft_overrides(self, init_from: str | None) -> list[str]:
         """The SFT stage's training-config overrides (beyond run folder, runtime and batch); ``init_from``: the
-        pretrained model (None: a fresh ``preset`` model with the demo's tokenizer, for benchmarks)."""
+        pretrained model (None: a fresh ``preset`` model with the demo's tokenizer, as with ``pretrain_steps=0``)."""
         s = self.s
         start = ([f"model.init_from={init_from}"] if init_from is not None else
                  [f"model.preset={s.preset}", f"tokenizer.path={self.dir / 'tokenizer'}"])

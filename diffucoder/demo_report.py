@@ -194,6 +194,8 @@ def write_report(run_dir: str | Path, stages: dict[str, dict[str, Any]], sft_los
             lines += ["", f"![losses](plots/{lp.name})", ""]
         lines += ["", "Masked-token CE is in nats per masked token (lower is better); the unigram CE is what a model "
                   "that ignores the context would score.", ""]
+        if s["pretrain"].get("skipped"):
+            lines += [f"No pretraining: {s['pretrain'].get('reason', 'the stage was not run')}.", ""]
 
     # evaluation
     evals = {"sft": s["eval_sft"], "rl": s["eval_rl"] if not s["eval_rl"].get("skipped") else {}}

@@ -124,7 +124,34 @@ def test_default_sft_recipe_reaches_the_training_config(tmp_path):
     assert cfg.optim.lr == pytest.approx(1e-3) and cfg.optim.steps == FULL.sft_steps
     assert (cfg.sft.synthetic_prompt_format, cfg.sft.system_prompt) == ("short", None)
     assert cfg.sft.batch_groups == "source"
+    assert cfg.sft.synthetic_tiers == ["easy", "easy", "easy", "easy", "medium"] and cfg.model.preset == "4m"
+    assert FULL.pretrain_steps == 0  # SFT starts from a fresh model (test_no_pretraining_starts_sft_...)
     packed = load_config(None, Demo(tmp_path / "e", replace(FULL, sft_packing=True), progress=False).sft_overrides(None))
     assert packed.sft.batch_groups == "none" and packed.sft.packing
     plain = replace(FULL, sft_tier_batches=False)
     assert load_config(None, Demo(tmp_path / "f", plain, progress=False).sft_overrides(None)).sft.batch_groups == "none"
+
+
+def test_no_pretraining_starts_sft_from_a_fresh_model(tmp_path):
+    """``pretrain_steps=0``: the pretraining stage records that it was not run, writes no model, and SFT trains
+    a freshly initialised ``preset`` model with the demo's tokenizer; the report leaves the stage out."""
+    pytest.importorskip("matplotlib")
+    from diffucoder.model import DreamModel
+    from diffucoder.training import load_config
+
+    run = tmp_path / "demo"
+    summary = run_demo(run, quick=True, progress=False, stop_after="sft", **{**TINY, "pretrain_steps": 0})
+    pre = json.loads((run / "stages" / "pretrain.json").read_text())
+    assert pre["skipped"] and "pretrain_steps=0" in pre["reason"] and not (run / "pretrain").exists()
+    cfg = load_config(run / "sft" / "config.yaml")
+    assert cfg.model.init_from is None and cfg.model.preset == "tiny"
+    assert cfg.tokenizer.path == str(run / "tokenizer")
+    assert summary["sft"]["steps"] == TINY["sft_steps"]
+    assert DreamModel.from_pretrained(summary["sft"]["path"]).config.num_hidden_layers == 2
+    from diffucoder.demo_report import write_report
+
+    report = write_report(run, {n: json.loads((run / "stages" / f"{n}.json").read_text())
+                                for n in ("tokenizer", "pretrain", "sft")}).read_text()
+    assert "No pretraining: the recipe has no pretraining (pretrain_steps=0)" in report and "| pretrain |" not in report
+    with pytest.raises(ValueError, match="pretrain_steps must be >= 0"):
+        run_demo(tmp_path / "bad", quick=True, progress=False, **{**TINY, "pretrain_steps": -1})
