@@ -96,3 +96,44 @@ def test_wilson_interval():
     lo, hi = wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     assert wilson_interval(0, 40)[0] == 0.0 and wilson_interval(0, 40)[1] == pytest.approx(0.0876, abs=1e-3)
+
+
+def test_ship_script_writes_a_bf16_checkpoint_with_its_recipe(tmp_path, tiny_model, tiny_tokenizer):
+    """``scripts/ship_demo_checkpoint.py RUN --out DIR``: a bf16 copy of RUN's SFT model with a demo_recipe.json
+    that ``start_from`` reads (prompt format, system prompt, figures); the folder's README is kept; a run folder
+    without the stage records is refused by name and leaves DIR as it was."""
+    import importlib.util
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from diffucoder.demo import FULL
+    from diffucoder.model import DreamModel
+
+    spec = importlib.util.spec_from_file_location(
+        "ship", Path(__file__).resolve().parents[1] / "scripts" / "ship_demo_checkpoint.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    run = tmp_path / "run"
+    tiny_model.save_pretrained(run / "sft" / "final", tokenizer=tiny_tokenizer)
+    (run / "stages").mkdir()
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(FULL).items()}
+    (run / "demo_settings.json").write_text(json.dumps({"settings": settings, "seed": 0}))
+    (run / "stages" / "sft.json").write_text(json.dumps({"steps": 2000, "examples": 32000, "tokens": 9,
+                                                         "eval": {"masked_ce": 0.0657}, "unigram_baseline": 2.03}))
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    (out / "README.md").write_text("hand-written")
+    assert ship.main([str(run), "--out", str(out)]) == 2  # no eval_sft record yet
+    assert sorted(p.name for p in out.iterdir()) == ["README.md"]
+    (run / "stages" / "eval_sft.json").write_text(json.dumps({"by_tier": {"easy": {"greedy": 0.55}}}))
+    assert ship.main([str(run), "--out", str(out)]) == 0
+    assert (out / "README.md").read_text() == "hand-written"
+    model = DreamModel.from_pretrained(out)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    recipe = read_recipe(out)
+    assert recipe["figures"]["heldout_greedy_pass1_fp32"] == {"easy": 0.55} and recipe["figures"]["sft_steps"] == 2000
+    assert "no pretraining" in recipe["summary"] and "4 easy : 1 medium" in recipe["summary"]
+    from dataclasses import replace
+
+    s = settings_for_start(replace(QUICK, start_from=str(out)), log=lambda _: None)
+    assert (s.prompt_format, s.system_prompt) == ("short", None)
