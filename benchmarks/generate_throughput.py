@@ -19,6 +19,7 @@ import time
 import torch
 
 from diffucoder.model import DreamConfig, DreamModel
+from diffucoder.model.config import PRESETS
 from diffucoder.sampling import diffusion_generate
 
 
@@ -41,7 +42,7 @@ def _model(args: argparse.Namespace) -> tuple[DreamModel, int]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="checkpoint folder (default: a random --preset model)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "5m", "20m"])
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--init-std", type=float, default=0.3, help="init std of the random model")
     p.add_argument("--prompt-len", type=int, default=32)

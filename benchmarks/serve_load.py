@@ -223,9 +223,11 @@ def server_level(server: Server, chats: list, concurrency: int, s: argparse.Name
 
 
 def main() -> None:
+    from diffucoder.model.config import PRESETS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: a random --preset model)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "5m", "20m"])
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--vocab", type=int, default=4096, help="BPE size of the random model's tokenizer")
     p.add_argument("--init-std", type=float, default=0.3,
                    help="init std of the random model: 0.3 spreads its logits about as a trained model's (std ~2); "

@@ -13,6 +13,7 @@ of them are written, so a failed call leaves the shipped checkpoint as it was.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import shutil
 import sys
@@ -21,12 +22,13 @@ from pathlib import Path
 
 import torch
 
+from diffucoder.demo import SHIPPED_CHECKPOINT
 from diffucoder.model import DreamModel
 from diffucoder.tokenizer import load_tokenizer
 
 
-def recipe_of(run: Path) -> dict:
-    """``demo_recipe.json`` contents for the run folder ``run``."""
+def recipe_of(run: Path, parameters: int) -> dict:
+    """``demo_recipe.json`` contents for the run folder ``run``, whose SFT model has ``parameters`` weights."""
     settings = json.loads((run / "demo_settings.json").read_text())
     s, seed = settings["settings"], settings.get("seed", 0)
     sft = json.loads((run / "stages" / "sft.json").read_text())
@@ -34,14 +36,13 @@ def recipe_of(run: Path) -> dict:
     pre = "no pretraining" if not s["pretrain_steps"] else (
         f"{s['pretrain_steps']} steps of masked-diffusion pretraining ({s['pretrain_batch']} x "
         f"{s['pretrain_seq_len']} tokens, lr {s['pretrain_lr']:g})")
-    tiers = {t: s["sft_tiers"].count(t) for t in dict.fromkeys(s["sft_tiers"])}
-    mix = " : ".join(f"{n} {t}" for t, n in tiers.items())
+    mix = " : ".join(f"{n} {t}" for t, n in collections.Counter(s["sft_tiers"]).items())
     system = f"the system turn {s['system_prompt']!r}" if s["system_prompt"] else "no system turn"
     summary = (f"diffucoder's own demo pipeline (seed {seed}, {s['precision']}): a {s['vocab_size']:,}-token BPE; "
                f"a {s['preset']} Dream model; {pre}; {sft['steps']:,} SFT steps ({s['sft_batch']} rows, "
                f"{s['sft_padding']} padding, lr {s['sft_lr']:g}) on {s['sft_tasks']:,} synthetic tasks ({mix} "
                f"batches) in the {s['prompt_format']!r} prompt format with {system}; saved in bf16.")
-    figures = {"parameters": None, "sft_steps": sft["steps"], "sft_examples": sft.get("examples"),
+    figures = {"parameters": parameters, "sft_steps": sft["steps"], "sft_examples": sft.get("examples"),
                "sft_tokens": sft.get("tokens"), "sft_heldout_masked_ce": round((sft.get("eval") or {}).get(
                    "masked_ce", float("nan")), 4), "sft_unigram_ce": round(sft.get("unigram_baseline") or 0.0, 4),
                "heldout_greedy_pass1_fp32": {t: r["greedy"] for t, r in ev["by_tier"].items()},
@@ -53,16 +54,15 @@ def recipe_of(run: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a finished demo run folder (through eval_sft)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "diffucoder" / "demo_checkpoint",
+    ap.add_argument("--out", type=Path, default=SHIPPED_CHECKPOINT,
                     help="the checkpoint folder to write (default: the package's demo_checkpoint/)")
     a = ap.parse_args(argv)
     for f in ("demo_settings.json", "stages/sft.json", "stages/eval_sft.json", "sft/final/config.json"):
         if not (a.run / f).is_file():
             print(f"error: {a.run / f}: not found (is {a.run} a demo run finished through eval_sft?)", file=sys.stderr)
             return 2
-    recipe = recipe_of(a.run)
     model = DreamModel.from_pretrained(a.run / "sft" / "final", torch_dtype="float32").to(torch.bfloat16)
-    recipe["figures"]["parameters"] = sum(p.numel() for p in model.parameters())
+    recipe = recipe_of(a.run, sum(p.numel() for p in model.parameters()))
     tok = load_tokenizer(a.run / "sft" / "final")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.out.parent, prefix=".ship-") as tmp:
